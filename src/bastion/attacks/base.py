@@ -1,0 +1,203 @@
+"""The Attack protocol, its result, and the shared template of evasion attacks.
+
+An attack keeps its settings in its (frozen dataclass) constructor and takes data in :meth:`run`, so one configured
+attack can be applied to many batches and models, and a suite is simply a tuple of configured attacks.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from bastion._registry import Registry
+from bastion._validate import label_problems, raise_if, tensor_problems
+from bastion.attacks._losses import succeeded
+from bastion.attacks._projection import per_sample_norm
+from bastion.errors import ConfigError
+from bastion.models.base import Classifier, DifferentiableClassifier
+from bastion.types import Bounds, Norm, ThreatModel
+
+
+@dataclass(frozen=True)
+class AttackResult:
+    """What an attack produced for a batch of N inputs.
+
+    ``success[i]`` is True when ``x_adv[i]`` is adversarial (untargeted: not classified as the true label;
+    targeted: classified as the target) as checked by one final query of the model. ``norms`` are the perturbation
+    sizes in the threat model's norm, ``queries`` the model evaluations spent per input (forward passes, whether
+    or not a gradient was taken), ``adv_labels`` the model's labels for ``x_adv``.
+    """
+
+    x_adv: Tensor
+    success: Tensor
+    norms: Tensor
+    queries: Tensor
+    adv_labels: Tensor
+    attack: str
+    threat: ThreatModel
+    params: dict[str, Any]
+    seconds: float
+
+    @property
+    def success_rate(self) -> float:
+        return float(self.success.float().mean()) if self.success.numel() else 0.0
+
+    def __len__(self) -> int:
+        return int(self.success.shape[0])
+
+
+@runtime_checkable
+class Attack(Protocol):
+    """A configured attack: settings in the constructor, data in :meth:`run`."""
+
+    name: ClassVar[str]
+    threat: ThreatModel
+
+    def run(
+        self,
+        model: Classifier,
+        x: Tensor,
+        y: Tensor,
+        *,
+        target: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> AttackResult: ...
+
+
+ATTACKS: Registry[type[Attack]] = Registry("attack")
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    """What an attack's core returns: the adversarial inputs and the model evaluations spent per input."""
+
+    x_adv: Tensor
+    queries: Tensor
+
+
+@dataclass(frozen=True)
+class EvasionAttack(abc.ABC):
+    """Template for evasion attacks: validation, device placement, timing and the final success check.
+
+    Subclasses set ``name`` and ``norms`` and implement :meth:`_perturb`; the template guarantees every result
+    respects the threat model (checked again here, so a subclass bug cannot leak an out-of-ball example).
+    """
+
+    name: ClassVar[str] = "evasion"
+    norms: ClassVar[frozenset[Norm]] = frozenset({Norm.LINF, Norm.L2})
+    white_box: ClassVar[bool] = True
+    threat_name: ClassVar[str] = "adversarial examples (evasion)"
+    atlas: ClassVar[tuple[str, ...]] = ("AML.T0043", "AML.T0015")
+    owasp: ClassVar[str] = "ML01:2023 Input Manipulation Attack"
+
+    threat: ThreatModel = field(default_factory=ThreatModel)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.threat, ThreatModel):
+            raise ConfigError(f"threat must be a ThreatModel, got {type(self.threat).__name__}")
+        if self.threat.norm not in self.norms:
+            supported = ", ".join(sorted(n.value for n in self.norms))
+            raise ConfigError(f"{self.name} does not support norm {self.threat.norm.value!r}; use one of: {supported}")
+        problems = self._check_settings()
+        if problems:
+            raise ConfigError(f"invalid {self.name} settings", problems=problems)
+
+    def _check_settings(self) -> list[str]:
+        return []
+
+    def params(self) -> dict[str, Any]:
+        """The attack's settings other than the threat model, as plain data."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "threat"}
+
+    def run(
+        self,
+        model: Classifier,
+        x: Tensor,
+        y: Tensor,
+        *,
+        target: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> AttackResult:
+        """Attack inputs ``x`` ``(N, *input_shape)`` with true labels ``y`` ``(N,)``; targets when targeted."""
+        spec = getattr(model, "spec", None)
+        if spec is None or not hasattr(model, "predict_logits"):
+            raise ConfigError(f"model must be a bastion Classifier, got {type(model).__name__}")
+        if self.white_box and not isinstance(model, DifferentiableClassifier):
+            raise ConfigError(
+                f"{self.name} is a white-box attack and needs a DifferentiableClassifier (e.g. TorchClassifier); "
+                f"{type(model).__name__} only answers queries — use a black-box attack instead"
+            )
+        bounds = self.threat.resolve_bounds(spec.bounds)
+        problems = tensor_problems(x, name="x", input_shape=spec.input_shape, bounds=bounds)
+        n = int(x.shape[0]) if isinstance(x, Tensor) and x.dim() > 0 else None
+        problems += label_problems(y, name="y", n=n, num_classes=spec.num_classes)
+        if self.threat.targeted:
+            if target is None:
+                problems.append("the threat model is targeted: pass target= (one class index per input)")
+            else:
+                problems += label_problems(target, name="target", n=n, num_classes=spec.num_classes)
+        elif target is not None:
+            problems.append("target= given but the threat model is untargeted; set ThreatModel(targeted=True)")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            problems.append(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        raise_if(problems, f"{self.name} input")
+
+        device: torch.device = getattr(model, "device", x.device)
+        x_dev = x.detach().to(device)
+        y_dev = y.to(device).long()
+        labels = target.to(device).long() if target is not None else y_dev
+        start = time.perf_counter()
+        out = self._perturb(model, x_dev, labels, bounds, generator)
+        with torch.no_grad():
+            x_adv = out.x_adv.detach()
+            adv_labels = model.predict_logits(x_adv).argmax(1).to(device)
+        seconds = time.perf_counter() - start
+        success = succeeded(adv_labels, labels, targeted=self.threat.targeted)
+        norms = per_sample_norm(x_adv - x_dev, self.threat.norm)
+        self._check_threat_model(norms, x_adv, bounds)
+        return AttackResult(
+            x_adv=x_adv.to(x.device).to(x.dtype),
+            success=success.cpu(),
+            norms=norms.cpu(),
+            queries=(out.queries + 1).cpu(),
+            adv_labels=adv_labels.cpu(),
+            attack=self.name,
+            threat=self.threat,
+            params=self.params(),
+            seconds=seconds,
+        )
+
+    def _check_threat_model(self, norms: Tensor, x_adv: Tensor, bounds: Bounds) -> None:
+        tol = 1e-5 * max(1.0, self.threat.eps)
+        worst = float(norms.max()) if norms.numel() else 0.0
+        lo, hi = bounds
+        if worst > self.threat.eps + tol or float(x_adv.min()) < lo - 1e-6 or float(x_adv.max()) > hi + 1e-6:
+            raise RuntimeError(  # a Bastion bug, never a user error
+                f"{self.name} left its threat model (max norm {worst:.6g} > eps {self.threat.eps:g} or out of "
+                f"bounds {bounds}); please report this"
+            )
+
+    @abc.abstractmethod
+    def _perturb(
+        self, model: Any, x: Tensor, labels: Tensor, bounds: Bounds, generator: torch.Generator | None
+    ) -> Perturbation:
+        """Craft adversarial inputs for ``x`` (already on the model's device) towards/away from ``labels``."""
+
+
+def check_positive_int(name: str, value: object, problems: list[str], *, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        problems.append(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
+def check_positive_float(name: str, value: object, problems: list[str], *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        problems.append(f"{name} must be a finite number > 0, got {value!r}")

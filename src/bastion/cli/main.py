@@ -1,0 +1,74 @@
+"""The `bastion` command. The only place that maps exceptions to exit codes and messages."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+import typer
+from rich.markup import escape
+
+from bastion._torch import configure_threads
+from bastion._version import __version__
+from bastion.cli._console import err_console
+from bastion.cli.assess import assess
+from bastion.cli.demo import demo
+from bastion.cli.train import train
+from bastion.errors import BastionError
+
+app = typer.Typer(
+    name="bastion",
+    help="Secure machine-learning models: red-team, harden, sign, serve, monitor, respond.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command()(train)
+app.command()(assess)
+app.command()(demo)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", help="print the version and exit", is_eager=True),
+) -> None:
+    if version:
+        typer.echo(f"bastion {__version__}")
+        raise typer.Exit(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns (and exits with) 0 ok, 1 policy gate failed, 2 user error, 3 internal/remote error."""
+    logging.basicConfig(level=os.environ.get("BASTION_LOG", "WARNING").upper(), format="%(levelname)s %(message)s")
+    configure_threads()
+    command = typer.main.get_command(app)
+    code = 0
+    try:
+        rv = command.main(args=argv, prog_name="bastion", standalone_mode=False)
+        code = rv if isinstance(rv, int) else 0
+    except click.exceptions.Exit as e:
+        code = e.exit_code
+    except click.ClickException as e:
+        e.show(file=sys.stderr)
+        code = 2
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        code = 130
+    except BastionError as e:
+        err_console.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
+        code = e.exit_code
+    except KeyboardInterrupt:
+        code = 130
+    except Exception as e:
+        if os.environ.get("BASTION_DEBUG"):
+            raise
+        err_console.print(
+            f"[red]internal error:[/] {escape(type(e).__name__)}: {escape(str(e))} "
+            "(set BASTION_DEBUG=1 for a traceback)"
+        )
+        code = 3
+    if argv is None:
+        sys.exit(code)
+    return code

@@ -1,0 +1,18 @@
+"""Classifier protocols and adapters: PyTorch (white-box), scikit-learn and HTTP (black-box)."""
+
+from __future__ import annotations
+
+from bastion.models.base import Classifier, DifferentiableClassifier, ModelSpec, predict_labels
+from bastion.models.http import HttpClassifier
+from bastion.models.sklearn import SklearnClassifier
+from bastion.models.torch import TorchClassifier
+
+__all__ = [
+    "Classifier",
+    "DifferentiableClassifier",
+    "HttpClassifier",
+    "ModelSpec",
+    "SklearnClassifier",
+    "TorchClassifier",
+    "predict_labels",
+]

@@ -1,0 +1,136 @@
+"""Black-box adapter for a model behind an HTTP JSON endpoint (how attacks target a deployed gateway)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import httpx
+import torch
+from torch import Tensor
+
+from bastion._validate import raise_if, tensor_problems
+from bastion.errors import ConfigError, RemoteModelError
+from bastion.models.base import ModelSpec
+
+OutputKind = Literal["logits", "scores", "labels"]
+_SCORE_KEYS = ("logits", "scores", "probabilities", "labels", "predictions")
+
+
+class HttpClassifier:
+    """Queries ``POST url`` with ``{"inputs": [...]}`` (nested lists, one per input) and reads the answer.
+
+    The endpoint may answer with any one of ``logits``, ``scores`` / ``probabilities`` (an ``(N, K)`` list of
+    lists) or ``labels`` / ``predictions`` (N class indices). Probabilities become log-probabilities; labels become
+    one-hot scores, so label-only endpoints still work with decision-based attacks. ``last_output_kind`` says
+    which form the endpoint returned. Batches larger than ``max_batch`` are split into several requests.
+    Every input sent is counted in ``queries``.
+
+    Errors (timeouts, connection failures, HTTP error statuses, malformed JSON, wrong shapes) raise
+    :class:`~bastion.errors.RemoteModelError` naming the cause.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        spec: ModelSpec,
+        *,
+        api_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 10.0,
+        max_batch: int = 256,
+        input_field: str = "inputs",
+    ) -> None:
+        problems = []
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            problems.append(f"url must start with http:// or https://, got {url!r}")
+        if not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0:
+            problems.append(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if not isinstance(max_batch, int) or max_batch < 1:
+            problems.append(f"max_batch must be a positive int, got {max_batch!r}")
+        if not isinstance(spec, ModelSpec):
+            problems.append(f"spec must be a ModelSpec, got {type(spec).__name__}")
+        if problems:
+            raise ConfigError("invalid HttpClassifier settings", problems=problems)
+        hdrs = {"Content-Type": "application/json", "Accept": "application/json", **dict(headers or {})}
+        if api_key:
+            hdrs["Authorization"] = f"Bearer {api_key}"
+        self.url = url
+        self.spec = spec
+        self.timeout = float(timeout)
+        self.max_batch = max_batch
+        self.input_field = input_field
+        self.queries = 0
+        self.requests = 0
+        self.last_output_kind: OutputKind | None = None
+        self._client = httpx.Client(headers=hdrs, timeout=self.timeout)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> HttpClassifier:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def predict_logits(self, x: Tensor) -> Tensor:
+        raise_if(tensor_problems(x, name="x", input_shape=self.spec.input_shape), "model input")
+        parts = [self._query(x[i : i + self.max_batch]) for i in range(0, x.shape[0], self.max_batch)]
+        return torch.cat(parts)
+
+    def _query(self, x: Tensor) -> Tensor:
+        n = int(x.shape[0])
+        body = {self.input_field: x.detach().cpu().tolist()}
+        try:
+            response = self._client.post(self.url, json=body)
+        except httpx.TimeoutException:
+            raise RemoteModelError(f"{self.url} did not answer within {self.timeout:g}s") from None
+        except httpx.HTTPError as e:
+            raise RemoteModelError(f"cannot reach {self.url}: {type(e).__name__}: {e}") from None
+        self.requests += 1
+        # Every input that reached the server counts, even if the answer is unusable: the server saw it.
+        self.queries += n
+        if response.status_code >= 400:
+            excerpt = response.text[:300].replace("\n", " ")
+            raise RemoteModelError(f"{self.url} answered HTTP {response.status_code}: {excerpt}")
+        try:
+            payload = response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise RemoteModelError(f"{self.url} answered with malformed JSON: {response.text[:200]!r}") from None
+        return self._parse(payload, n)
+
+    def _parse(self, payload: Any, n: int) -> Tensor:
+        if not isinstance(payload, dict):
+            raise RemoteModelError(f"{self.url} answered {type(payload).__name__}, expected a JSON object")
+        key = next((k for k in _SCORE_KEYS if k in payload), None)
+        if key is None:
+            raise RemoteModelError(
+                f"{self.url} answered without any of the fields {', '.join(_SCORE_KEYS)}; got {sorted(payload)}"
+            )
+        k = self.spec.num_classes
+        try:
+            values = torch.as_tensor(payload[key], dtype=torch.float32)
+        except (TypeError, ValueError, RuntimeError):
+            raise RemoteModelError(f"{self.url} answered a non-numeric or ragged {key!r} field") from None
+        if key in ("labels", "predictions"):
+            if values.shape != (n,) or bool((values != values.round()).any()):
+                raise RemoteModelError(f"{self.url} answered {key} of shape {tuple(values.shape)}, expected ({n},)")
+            labels = values.long()
+            if n and (int(labels.min()) < 0 or int(labels.max()) >= k):
+                raise RemoteModelError(f"{self.url} answered labels outside [0, {k - 1}]")
+            self.last_output_kind = "labels"
+            return torch.nn.functional.one_hot(labels, k).to(torch.float32)
+        if values.shape != (n, k):
+            raise RemoteModelError(f"{self.url} answered {key} of shape {tuple(values.shape)}, expected ({n}, {k})")
+        if not bool(torch.isfinite(values).all()):
+            raise RemoteModelError(f"{self.url} answered non-finite {key}")
+        if key == "logits":
+            self.last_output_kind = "logits"
+            return values
+        self.last_output_kind = "scores"
+        if bool((values < 0).any()):
+            raise RemoteModelError(f"{self.url} answered negative {key}; expected probabilities")
+        return torch.log(values.clamp_min(1e-12))

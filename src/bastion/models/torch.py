@@ -1,0 +1,97 @@
+"""White-box adapter for a PyTorch module."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from bastion._torch import eval_mode, resolve_device
+from bastion._validate import raise_if, tensor_problems
+from bastion.errors import ConfigError
+from bastion.models.base import ModelSpec
+
+
+class TorchClassifier:
+    """Wraps an ``nn.Module`` mapping inputs in ``spec.bounds`` to logits.
+
+    Optional per-channel ``normalization=(mean, std)`` is applied inside :meth:`logits`, so attacks work in the
+    model's natural input space (e.g. pixels in [0, 1]) and gradients flow through the normalisation. The module is
+    always evaluated in eval mode and its previous train/eval mode is restored after each call.
+
+    Example::
+
+        clf = TorchClassifier(net, ModelSpec(input_shape=(1, 28, 28), num_classes=10))
+        logits = clf.logits(x)          # differentiable w.r.t. x
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        spec: ModelSpec,
+        *,
+        normalization: tuple[Sequence[float] | float, Sequence[float] | float] | None = None,
+        device: str | torch.device | None = None,
+    ) -> None:
+        if not isinstance(module, nn.Module):
+            raise ConfigError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+        if not isinstance(spec, ModelSpec):
+            raise ConfigError(f"spec must be a ModelSpec, got {type(spec).__name__}")
+        self.device = resolve_device(device)
+        self.module = module.to(self.device)
+        self.spec = spec
+        self.queries = 0
+        self._mean: Tensor | None = None
+        self._std: Tensor | None = None
+        if normalization is not None:
+            self._mean, self._std = self._normalization_tensors(normalization)
+
+    def _normalization_tensors(
+        self, normalization: tuple[Sequence[float] | float, Sequence[float] | float]
+    ) -> tuple[Tensor, Tensor]:
+        try:
+            mean_v, std_v = normalization
+            mean = torch.as_tensor(mean_v, dtype=torch.float32, device=self.device).flatten()
+            std = torch.as_tensor(std_v, dtype=torch.float32, device=self.device).flatten()
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"normalization must be (mean, std) numbers or sequences: {e}") from None
+        channels = self.spec.input_shape[0]  # image channels, or features of a tabular input
+        problems = []
+        for nm, t in (("mean", mean), ("std", std)):
+            if t.numel() not in (1, channels):
+                problems.append(f"normalization {nm} needs 1 or {channels} values, got {t.numel()}")
+            if not bool(torch.isfinite(t).all()):
+                problems.append(f"normalization {nm} must be finite")
+        if not problems and bool((std <= 0).any()):
+            problems.append("normalization std must be > 0")
+        if problems:
+            raise ConfigError("invalid normalization", problems=problems)
+        view = (1, -1) + (1,) * (len(self.spec.input_shape) - 1)
+        return mean.view(view), std.view(view)
+
+    def _forward(self, x: Tensor) -> Tensor:
+        if x.device != self.device:
+            x = x.to(self.device)
+        if self._mean is not None and self._std is not None:
+            x = (x - self._mean) / self._std
+        self.queries += int(x.shape[0])
+        if self.module.training:
+            with eval_mode(self.module):
+                return self.module(x)
+        return self.module(x)
+
+    def logits(self, x: Tensor) -> Tensor:
+        """Logits ``(N, K)``, differentiable with respect to ``x``; counts N queries."""
+        if x.dim() != len(self.spec.input_shape) + 1 or tuple(x.shape[1:]) != self.spec.input_shape:
+            raise_if(tensor_problems(x, name="x", input_shape=self.spec.input_shape), "model input")
+        return self._forward(x)
+
+    def predict_logits(self, x: Tensor) -> Tensor:
+        """Logits ``(N, K)`` without gradient; validates shape, dtype and finiteness; counts N queries."""
+        raise_if(tensor_problems(x, name="x", input_shape=self.spec.input_shape), "model input")
+        with torch.no_grad():
+            return self._forward(x)
+
+    def __repr__(self) -> str:
+        return f"TorchClassifier({type(self.module).__name__}, spec={self.spec}, device={self.device})"
