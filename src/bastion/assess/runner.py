@@ -180,7 +180,7 @@ def run_assessment(
                 BudgetResult(
                     eps=eps,
                     robust_accuracy=float((~succ).sum()) / n,
-                    success_rate=float(succ.float().mean()) if succ.numel() else 0.0,
+                    success_rate=int(succ.sum()) / succ.numel() if succ.numel() else 0.0,
                     mean_norm=float(broken_norms.mean()) if broken_norms.numel() else 0.0,
                     median_norm=float(broken_norms.median()) if broken_norms.numel() else 0.0,
                     mean_queries=float(q.mean()) if q.numel() else 0.0,
@@ -236,7 +236,7 @@ def run_assessment(
         policy=policy,
         n_samples=n,
         sample_indices=tuple(int(i) for i in idx),
-        clean_accuracy=float(correct.float().mean()),
+        clean_accuracy=int(correct.sum()) / n,
         outcomes=tuple(outcomes),
         examples=tuple(examples),
         checks=tuple(checks),

@@ -58,7 +58,9 @@ class Attack(Protocol):
     """A configured attack: settings in the constructor, data in :meth:`run`."""
 
     name: ClassVar[str]
-    threat: ThreatModel
+
+    @property
+    def threat(self) -> ThreatModel: ...
 
     def run(
         self,

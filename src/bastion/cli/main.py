@@ -6,7 +6,6 @@ import logging
 import os
 import sys
 
-import click
 import typer
 from rich.markup import escape
 
@@ -30,13 +29,19 @@ app.command()(assess)
 app.command()(demo)
 
 
-@app.callback()
-def _root(
-    version: bool = typer.Option(False, "--version", help="print the version and exit", is_eager=True),
-) -> None:
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         typer.echo(f"bastion {__version__}")
         raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", help="print the version and exit", is_eager=True, callback=_print_version
+    ),
+) -> None:
+    """Secure machine-learning models: red-team, harden, sign, serve, monitor, respond."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,18 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     code = 0
     try:
-        rv = command.main(args=argv, prog_name="bastion", standalone_mode=False)
-        code = rv if isinstance(rv, int) else 0
-    except click.exceptions.Exit as e:
-        code = e.exit_code
-    except click.ClickException as e:
-        e.show(file=sys.stderr)
-        code = 2
-    except click.exceptions.Abort:
-        err_console.print("aborted")
-        code = 130
+        # standalone mode lets typer print usage errors (exit 2) and --help; our own errors propagate to here.
+        command.main(args=argv, prog_name="bastion", standalone_mode=True)
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     except BastionError as e:
-        err_console.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
+        err_console.print(f"[red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         code = e.exit_code
     except KeyboardInterrupt:
         code = 130

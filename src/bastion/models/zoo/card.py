@@ -106,7 +106,7 @@ def save_model(module: nn.Module, card: ModelCard, path: str | Path) -> ModelCar
         raise ArtifactError(f"model files end in .safetensors, got {path.name!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    save_file(state, str(path), metadata={"format": "pt", "bastion_card": card_path(path).name})
+    save_file(state, str(path), metadata={"format": "pt"})
     done = ModelCard(**{**card.__dict__, "weights_sha256": sha256_file(path), "weights_file": path.name})
     card_path(path).write_text(json.dumps(done.to_dict(), indent=2, sort_keys=True) + "\n")
     return done

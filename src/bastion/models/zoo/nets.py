@@ -77,7 +77,7 @@ def _image_dims(input_shape: tuple[int, ...], arch: str) -> tuple[int, int]:
 def digits_cnn(input_shape: tuple[int, ...], num_classes: int, **params: Any) -> nn.Module:
     """Reference CNN for 8x8 images (scikit-learn digits): no first pooling, 16/32 channels, 64 hidden."""
     c, size = _image_dims(input_shape, "digits-cnn")
-    kw = {"widths": (16, 32), "hidden": 64, "pool": False} | params
+    kw: dict[str, Any] = {"widths": (16, 32), "hidden": 64, "pool": False} | params
     kw["widths"] = tuple(kw["widths"])
     return SmallCNN(c, size, num_classes, **kw)
 
@@ -86,7 +86,7 @@ def digits_cnn(input_shape: tuple[int, ...], num_classes: int, **params: Any) ->
 def fmnist_cnn(input_shape: tuple[int, ...], num_classes: int, **params: Any) -> nn.Module:
     """Reference CNN for 28x28 images (Fashion-MNIST): 32/64 channels, two poolings, 128 hidden."""
     c, size = _image_dims(input_shape, "fmnist-cnn")
-    kw = {"widths": (32, 64), "hidden": 128, "pool": True} | params
+    kw: dict[str, Any] = {"widths": (32, 64), "hidden": 128, "pool": True} | params
     kw["widths"] = tuple(kw["widths"])
     return SmallCNN(c, size, num_classes, **kw)
 
@@ -94,7 +94,7 @@ def fmnist_cnn(input_shape: tuple[int, ...], num_classes: int, **params: Any) ->
 @ARCHITECTURES.register("tabular-mlp")
 def tabular_mlp(input_shape: tuple[int, ...], num_classes: int, **params: Any) -> nn.Module:
     """Reference MLP for tabular data (breast cancer)."""
-    kw = {"hidden": (64, 32)} | params
+    kw: dict[str, Any] = {"hidden": (64, 32)} | params
     kw["hidden"] = tuple(kw["hidden"])
     in_features = 1
     for s in input_shape:

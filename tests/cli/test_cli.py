@@ -1,0 +1,110 @@
+"""The `bastion` command as a user runs it: real subprocesses, exit codes, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def bastion(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "BASTION_THREADS": "1", "COLUMNS": "160", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "bastion", *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=300
+    )
+
+
+def _no_traceback(p: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in p.stderr and "Traceback" not in p.stdout
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "m.safetensors"
+    p = bastion("train", "--data", "digits", "--epochs", "8", "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    assert "clean test accuracy" in p.stdout and out.is_file() and out.with_suffix(".json").is_file()
+    return out
+
+
+def _policy(tmp_path: Path, minimum: float) -> Path:
+    p = tmp_path / "policy.yaml"
+    p.write_text(
+        "samples: 100\nattacks:\n  - {attack: pgd, norm: linf, eps: [0.05, 0.1], params: {steps: 5}}\n"
+        f"thresholds:\n  - {{attack: pgd-linf, eps: 0.05, min: {minimum}}}\n"
+    )
+    return p
+
+
+def test_assess_passes_and_fails_as_a_ci_gate(trained: Path, tmp_path: Path) -> None:
+    ok = bastion("assess", str(trained), "--policy", str(_policy(tmp_path, 0.0)), "--out", str(tmp_path / "r1"))
+    assert ok.returncode == 0, ok.stderr
+    assert "pgd-linf" in ok.stdout and "pass" in ok.stdout
+    results = json.loads((tmp_path / "r1" / "results.json").read_text())
+    assert results["passed"] is True and results["n_samples"] == 100
+    bad = bastion("assess", str(trained), "--policy", str(_policy(tmp_path, 1.0)), "--out", str(tmp_path / "r2"))
+    assert bad.returncode == 1
+    assert "policy gate failed" in bad.stdout and "FAIL" in bad.stdout
+    _no_traceback(bad)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--data", "mnist"], "unknown dataset 'mnist'"),
+        (["train", "--arch", "resnet", "--epochs", "1"], "unknown architecture 'resnet'"),
+        (["train", "--epochs", "0"], "Invalid value for '--epochs'"),
+        (["assess", "missing.safetensors"], "does not exist"),
+        (["frobnicate"], "No such command"),
+    ],
+)
+def test_user_errors_exit_2_with_one_clear_line(args: list[str], message: str, tmp_path: Path) -> None:
+    p = bastion(*args, cwd=tmp_path)
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    assert message in p.stderr
+    _no_traceback(p)
+
+
+def test_missing_fashion_mnist_names_the_install_command(tmp_path: Path) -> None:
+    p = bastion("train", "--data", "fashion-mnist", env={"BASTION_FASHION_MNIST": str(tmp_path / "none")})
+    assert p.returncode == 2 and "apt-get install dataset-fashion-mnist" in p.stderr
+    _no_traceback(p)
+
+
+def test_tampered_weights_and_malformed_policy_are_refused(trained: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "t.safetensors"
+    shutil.copy(trained, copy)
+    shutil.copy(trained.with_suffix(".json"), tmp_path / "t.json")
+    data = bytearray(copy.read_bytes())
+    data[-3] ^= 0x01
+    copy.write_bytes(bytes(data))
+    p = bastion("assess", str(copy), "--out", str(tmp_path / "r"))
+    assert p.returncode == 2 and "refusing to load" in p.stderr
+    _no_traceback(p)
+    pol = tmp_path / "bad.yaml"
+    pol.write_text("attacks:\n  - {attack: pgd, eps: [0.1], params: {steps: -3}}\n")
+    p = bastion("assess", str(trained), "--policy", str(pol), "--out", str(tmp_path / "r"))
+    assert p.returncode == 2 and "steps must be an int >= 1" in p.stderr
+    _no_traceback(p)
+    p = bastion("assess", str(trained), "--data", "breast-cancer", "--out", str(tmp_path / "r"))
+    assert p.returncode == 2 and "takes inputs of shape (1, 8, 8)" in p.stderr
+
+
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    p = bastion("demo", "--out", str(tmp_path / "demo"), "--epochs", "10")
+    assert p.returncode == 0, p.stderr
+    index = tmp_path / "demo" / "report" / "index.html"
+    assert index.is_file() and str(index) in p.stdout.replace("\n", "")
+    results = json.loads((tmp_path / "demo" / "report" / "results.json").read_text())
+    assert {a["id"] for a in results["attacks"]} == {"fgsm-linf", "pgd-linf", "pgd-l2"}
+    assert results["model"]["clean_accuracy"] > 0.9
+
+
+def test_version() -> None:
+    p = bastion("--version")
+    assert p.returncode == 0 and p.stdout.startswith("bastion ")
