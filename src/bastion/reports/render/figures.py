@@ -42,63 +42,63 @@ def robustness_curves(attacks: Sequence[dict[str, Any]], clean_accuracy: float) 
 
 
 def example_grid(examples: Sequence[Example], class_names: Sequence[str]) -> bytes:
-    """Each example clean and adversarial, with the model's label for each."""
+    """One row per attack; each example as three panels: clean input, adversarial input, perturbation."""
 
     def name(i: int) -> str:
         return class_names[i] if 0 <= i < len(class_names) else str(i)
 
-    rows = len(examples)
-    fig, axes = plt.subplots(rows, 3, figsize=(6.3, 2.1 * rows), squeeze=False)
-    for r, ex in enumerate(examples):
-        x, xa = ex.x.detach().float(), ex.x_adv.detach().float()
-        panels = [
-            (x, f"clean: {name(ex.clean_pred)}\n(true {name(ex.label)})"),
-            (xa, f"{ex.attack} eps {ex.eps:g}:\n{name(ex.adv_pred)}"),
-            (xa - x, "perturbation"),
-        ]
-        for c, (img, title) in enumerate(panels):
-            ax = axes[r][c]
-            if img.dim() == 3:
-                if img.shape[0] == 1:
-                    cmap = "gray" if c < 2 else "seismic"
-                    arr = img[0].numpy()
-                    if c < 2:
-                        ax.imshow(arr, cmap=cmap, vmin=0.0, vmax=1.0)
-                    else:
-                        m = max(float(abs(arr).max()), 1e-8)
-                        ax.imshow(arr, cmap=cmap, vmin=-m, vmax=m)
-                else:
-                    ax.imshow(
-                        img.permute(1, 2, 0).clamp(0, 1).numpy()
-                        if c < 2
-                        else (0.5 + img.permute(1, 2, 0)).clamp(0, 1).numpy()
-                    )
+    attacks = list(dict.fromkeys(ex.attack for ex in examples))
+    per_row = max(sum(1 for ex in examples if ex.attack == a) for a in attacks)
+    cols = 3 * per_row
+    fig, axes = plt.subplots(len(attacks), cols, figsize=(1.25 * cols, 1.75 * len(attacks)), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for r, attack in enumerate(attacks):
+        row = [ex for ex in examples if ex.attack == attack]
+        for k, ex in enumerate(row):
+            x, xa = ex.x.detach().float(), ex.x_adv.detach().float()
+            wrong = ex.adv_pred != ex.label
+            panels = [
+                (x, f"clean: {name(ex.clean_pred)}", "black"),
+                (xa, f"adv: {name(ex.adv_pred)}", "red" if wrong else "green"),
+                (xa - x, f"{attack}\neps {ex.eps:g}" if k == 0 else "delta", "grey"),
+            ]
+            for c, (img, title, color) in enumerate(panels):
+                ax = axes[r][3 * k + c]
+                ax.axis("on")
                 ax.set_xticks([])
                 ax.set_yticks([])
-            else:
-                ax.bar(range(img.numel()), img.flatten().numpy(), color="C0" if c < 2 else "C3")
-                ax.set_xticks([])
-            color = "red" if (c == 1 and ex.adv_pred != ex.label) else "black"
-            ax.set_title(title, fontsize=8, color=color)
+                if img.dim() == 3 and img.shape[0] in (1, 3):
+                    arr = img.permute(1, 2, 0).numpy()
+                    if c < 2:
+                        ax.imshow(arr[..., 0] if img.shape[0] == 1 else arr.clip(0, 1), cmap="gray", vmin=0, vmax=1)
+                    else:
+                        m = max(float(abs(arr).max()), 1e-8)
+                        ax.imshow(arr.mean(-1), cmap="seismic", vmin=-m, vmax=m)
+                else:
+                    ax.bar(range(img.numel()), img.flatten().numpy(), color="C3" if c == 2 else "C0")
+                ax.set_title(title, fontsize=7, color=color)
     fig.tight_layout()
     return _png(fig)
 
 
 def perturbation_histogram(attacks: Sequence[dict[str, Any]]) -> bytes:
-    """Sizes of the successful perturbations of each attack at its showcase budget."""
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    drawn = False
-    for a in attacks:
-        vals = a["showcase_norms"]
+    """Sizes of the successful perturbations, one panel per attack at its showcase budget, on [0, eps]."""
+    n = len(attacks)
+    fig, axes = plt.subplots(1, n, figsize=(3.4 * n, 2.9), squeeze=False)
+    for ax, a in zip(axes[0], attacks, strict=True):
+        vals, eps = a["showcase_norms"], float(a["showcase_eps"])
         if vals:
-            ax.hist(vals, bins=20, alpha=0.55, label=f"{a['id']} (eps {a['showcase_eps']:g}, n={len(vals)})")
-            drawn = True
-    if not drawn:
-        ax.text(0.5, 0.5, "no successful adversarial examples", ha="center", va="center", transform=ax.transAxes)
-    else:
-        ax.legend(fontsize=8)
-    ax.set_xlabel("perturbation norm (in each attack's own norm)")
-    ax.set_ylabel("inputs")
-    ax.set_title("Perturbation sizes of successful attacks")
-    ax.grid(alpha=0.3)
+            edges = [eps * i / 20 for i in range(20)] + [eps * 1.001]  # norms at eps carry float rounding
+            ax.hist(vals, bins=edges, color="C0")
+            ax.axvline(eps, color="grey", linestyle="--", linewidth=1)
+        else:
+            ax.text(0.5, 0.5, "no successful\nadversarial examples", ha="center", va="center",
+                    transform=ax.transAxes)
+        ax.set_xlim(0, eps * 1.05)
+        ax.set_xlabel(f"{a['norm']} norm of the perturbation")
+        ax.set_title(f"{a['id']} at eps {eps:g} (n={len(vals)})", fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("inputs")
+    fig.tight_layout()
     return _png(fig)
