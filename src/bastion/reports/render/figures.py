@@ -93,8 +93,7 @@ def perturbation_histogram(attacks: Sequence[dict[str, Any]]) -> bytes:
             ax.hist(vals, bins=edges, color="C0")
             ax.axvline(eps, color="grey", linestyle="--", linewidth=1)
         else:
-            ax.text(0.5, 0.5, "no successful\nadversarial examples", ha="center", va="center",
-                    transform=ax.transAxes)
+            ax.text(0.5, 0.5, "no successful\nadversarial examples", ha="center", va="center", transform=ax.transAxes)
         ax.set_xlim(0, eps * 1.05)
         ax.set_xlabel(f"{a['norm']} norm of the perturbation")
         ax.set_title(f"{a['id']} at eps {eps:g} (n={len(vals)})", fontsize=9)
