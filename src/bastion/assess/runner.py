@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -14,6 +14,7 @@ from bastion._progress import NullProgress, Progress
 from bastion._torch import batch_slices, make_generator
 from bastion._validate import label_problems, raise_if, tensor_problems
 from bastion.assess.policy import AttackEntry, Policy, Threshold
+from bastion.attacks.base import EvasionAttack
 from bastion.errors import ConfigError
 from bastion.models.base import Classifier, predict_labels
 
@@ -90,7 +91,6 @@ class Assessment:
     checks: tuple[ThresholdCheck, ...]
     seconds: float
     threads: int
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -212,7 +212,7 @@ def run_assessment(
                 attack=entry.attack,
                 norm=entry.norm,
                 targeted=entry.targeted,
-                params=_plain(attack.params()) if hasattr(attack, "params") else dict(entry.params),
+                params=_plain(attack.params()) if isinstance(attack, EvasionAttack) else dict(entry.params),
                 threat_name=getattr(attack, "threat_name", "adversarial examples"),
                 atlas=tuple(getattr(attack, "atlas", ())),
                 owasp=str(getattr(attack, "owasp", "")),

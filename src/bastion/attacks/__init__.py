@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from bastion.attacks.base import ATTACKS, Attack, AttackResult, EvasionAttack
@@ -15,8 +16,6 @@ __all__ = ["ATTACKS", "FGSM", "PGD", "Attack", "AttackResult", "EvasionAttack", 
 def create_attack(name: str, threat: ThreatModel | None = None, **params: Any) -> Attack:
     """Build a registered attack by name, e.g. ``create_attack("pgd", ThreatModel(Norm.L2, 0.5), steps=40)``."""
     cls = ATTACKS.get(name)
-    import dataclasses
-
     allowed = {f.name for f in dataclasses.fields(cls)} - {"threat"}  # type: ignore[arg-type]
     unknown = sorted(set(params) - allowed)
     if unknown:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -100,7 +99,3 @@ def predict_labels(model: Classifier, x: Tensor, *, batch_size: int = 1024) -> T
     for start in range(0, x.shape[0], batch_size):
         out.append(model.predict_logits(x[start : start + batch_size]).argmax(1).cpu())
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
-
-
-def as_shape(shape: Sequence[int]) -> tuple[int, ...]:
-    return tuple(int(s) for s in shape)
