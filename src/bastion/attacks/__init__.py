@@ -6,11 +6,26 @@ import dataclasses
 from typing import Any
 
 from bastion.attacks.base import ATTACKS, Attack, AttackResult, EvasionAttack
-from bastion.attacks.evasion import FGSM, PGD
+from bastion.attacks.evasion import APGD, APGDT, FGSM, PGD, Square
+from bastion.attacks.suites import AutoAttack, Cascade, CascadeResult
 from bastion.errors import ConfigError
 from bastion.types import Norm, ThreatModel
 
-__all__ = ["ATTACKS", "FGSM", "PGD", "Attack", "AttackResult", "EvasionAttack", "create_attack"]
+__all__ = [
+    "APGD",
+    "APGDT",
+    "ATTACKS",
+    "FGSM",
+    "PGD",
+    "Attack",
+    "AttackResult",
+    "AutoAttack",
+    "Cascade",
+    "CascadeResult",
+    "EvasionAttack",
+    "Square",
+    "create_attack",
+]
 
 
 def create_attack(name: str, threat: ThreatModel | None = None, **params: Any) -> Attack:

@@ -26,3 +26,23 @@ LOSSES = {"ce": cross_entropy, "margin": margin}
 def succeeded(pred: Tensor, labels: Tensor, *, targeted: bool) -> Tensor:
     """Whether each prediction counts as a success: the target reached, or the true label left."""
     return pred == labels if targeted else pred != labels
+
+
+def dlr(logits: Tensor, labels: Tensor, *, targeted: bool) -> Tensor:
+    """Difference of Logits Ratio (Croce & Hein 2020): a margin made invariant to the logits' scale and shift.
+
+    Untargeted: ``-(z_y - max_{j!=y} z_j) / (z_pi1 - z_pi3)``. Targeted (``labels`` are the targets):
+    ``-(max_{j!=t} z_j - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)``, with ``pi`` the logits sorted in decreasing order.
+    Needs at least 3 classes (4 when targeted).
+    """
+    top = logits.sort(1, descending=True).values
+    label_logit = logits.gather(1, labels[:, None]).squeeze(1)
+    best_other = logits.scatter(1, labels[:, None], float("-inf")).max(1).values
+    if targeted:
+        scale = top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12
+        return -(best_other - label_logit) / scale
+    scale = top[:, 0] - top[:, 2] + 1e-12
+    return -(label_logit - best_other) / scale
+
+
+LOSSES["dlr"] = dlr

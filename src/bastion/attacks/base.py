@@ -32,7 +32,8 @@ class AttackResult:
     ``success[i]`` is True when ``x_adv[i]`` is adversarial (untargeted: not classified as the true label;
     targeted: classified as the target) as checked by one final query of the model. ``norms`` are the perturbation
     sizes in the threat model's norm, ``queries`` the model evaluations spent per input (forward passes, whether
-    or not a gradient was taken), ``adv_labels`` the model's labels for ``x_adv``.
+    or not a gradient was taken), ``adv_labels`` the model's labels for ``x_adv``. ``details`` holds what is
+    particular to one attack (e.g. a cascade's per-component contributions).
     """
 
     x_adv: Tensor
@@ -44,6 +45,7 @@ class AttackResult:
     threat: ThreatModel
     params: dict[str, Any]
     seconds: float
+    details: dict[str, Any] = field(default_factory=dict)
 
     @property
     def success_rate(self) -> float:
@@ -82,6 +84,7 @@ class Perturbation:
 
     x_adv: Tensor
     queries: Tensor
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,7 @@ class EvasionAttack(abc.ABC):
     name: ClassVar[str] = "evasion"
     norms: ClassVar[frozenset[Norm]] = frozenset({Norm.LINF, Norm.L2})
     white_box: ClassVar[bool] = True
+    supports_targeted: ClassVar[bool] = True
     threat_name: ClassVar[str] = "adversarial examples (evasion)"
     atlas: ClassVar[tuple[str, ...]] = ("AML.T0043", "AML.T0015")
     owasp: ClassVar[str] = "ML01:2023 Input Manipulation Attack"
@@ -108,6 +112,8 @@ class EvasionAttack(abc.ABC):
             supported = ", ".join(sorted(n.value for n in self.norms))
             raise ConfigError(f"{self.name} does not support norm {self.threat.norm.value!r}; use one of: {supported}")
         problems = self._check_settings()
+        if self.threat.targeted and not self.supports_targeted:
+            problems.append(f"{self.name} chooses its own targets; use an untargeted ThreatModel")
         if problems:
             raise ConfigError(f"invalid {self.name} settings", problems=problems)
 
@@ -174,6 +180,7 @@ class EvasionAttack(abc.ABC):
             threat=self.threat,
             params=self.params(),
             seconds=seconds,
+            details=dict(out.details),
         )
 
     def _check_threat_model(self, norms: Tensor, x_adv: Tensor, bounds: Bounds) -> None:
