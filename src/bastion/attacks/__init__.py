@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any
 
 from bastion.attacks.base import ATTACKS, Attack, AttackResult, EvasionAttack
-from bastion.attacks.evasion import APGD, APGDT, FGSM, PGD, Square
+from bastion.attacks.evasion import APGD, APGDT, FGSM, PGD, CarliniWagnerL2, Square
 from bastion.attacks.suites import AutoAttack, Cascade, CascadeResult
 from bastion.errors import ConfigError
 from bastion.types import Norm, ThreatModel
@@ -20,6 +20,7 @@ __all__ = [
     "Attack",
     "AttackResult",
     "AutoAttack",
+    "CarliniWagnerL2",
     "Cascade",
     "CascadeResult",
     "EvasionAttack",

@@ -18,6 +18,7 @@ FAST = {
     "apgd": {"steps": 20},
     "apgd-t": {"steps": 10, "n_target_classes": 3},
     "autoattack": {"steps": 10, "n_target_classes": 2, "square_queries": 50},
+    "cw": {"steps": 20, "binary_search_steps": 2},
     "square": {"max_queries": 100},
 }
 CASES = [
@@ -82,7 +83,8 @@ def test_bad_arguments_give_clear_errors(
 ) -> None:
     x, y = batch
     model = digits_model.classifier
-    attack = _attack(name, Norm.LINF, False)
+    norm = Norm.LINF if Norm.LINF in ATTACKS.get(name).norms else Norm.L2  # type: ignore[attr-defined]
+    attack = _attack(name, norm, False)
     cases: list[tuple[dict[str, object], str]] = [
         ({"x": x.flatten(1)}, "must have shape (N, 1, 8, 8)"),
         ({"x": x.clone().fill_(float("nan"))}, "NaN"),
@@ -100,18 +102,18 @@ def test_bad_arguments_give_clear_errors(
             attack.run(model, kwargs["x"], kwargs["y"], target=kwargs["target"], generator=kwargs["generator"])  # type: ignore[arg-type]
         assert message in str(info.value), (override, str(info.value))
     if ATTACKS.get(name).supports_targeted:  # type: ignore[attr-defined]
-        targeted = _attack(name, Norm.LINF, True)
+        targeted = _attack(name, norm, True)
         with pytest.raises(InputValidationError, match="pass target="):
             targeted.run(model, x, y)
         with pytest.raises(InputValidationError, match=r"target values must be class indices"):
             targeted.run(model, x, y, target=y + 20)
     else:
         with pytest.raises(ConfigError, match="chooses its own targets"):
-            _attack(name, Norm.LINF, True)
+            _attack(name, norm, True)
     with pytest.raises(ConfigError, match="eps must be a finite number > 0"):
-        create_attack(name, ThreatModel(eps=-1.0))
+        create_attack(name, ThreatModel(norm=norm, eps=-1.0))
     with pytest.raises(ConfigError, match="has no setting"):
-        create_attack(name, ThreatModel(), no_such_setting=1)
+        create_attack(name, ThreatModel(norm=norm), no_such_setting=1)
     with pytest.raises(ConfigError, match="must be a bastion Classifier"):
         attack.run(object(), x, y)  # type: ignore[arg-type]
 
@@ -119,8 +121,9 @@ def test_bad_arguments_give_clear_errors(
 @pytest.mark.parametrize("name", [n for n in ATTACKS.names() if ATTACKS.get(n).white_box])  # type: ignore[attr-defined]
 def test_white_box_attacks_refuse_black_box_models(name: str, digits: Dataset) -> None:
     est = LogisticRegression(max_iter=200).fit(digits.x_train.flatten(1).numpy(), digits.y_train.numpy())
+    norm = Norm.LINF if Norm.LINF in ATTACKS.get(name).norms else Norm.L2  # type: ignore[attr-defined]
     with pytest.raises(ConfigError, match="white-box attack"):
-        _attack(name, Norm.LINF, False).run(SklearnClassifier(est, digits.spec), digits.x_test[:4], digits.y_test[:4])
+        _attack(name, norm, False).run(SklearnClassifier(est, digits.spec), digits.x_test[:4], digits.y_test[:4])
 
 
 @pytest.mark.parametrize("name", [n for n in ATTACKS.names() if not ATTACKS.get(n).white_box])  # type: ignore[attr-defined]
