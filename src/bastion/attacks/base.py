@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from bastion._registry import Registry
 from bastion._validate import label_problems, raise_if, tensor_problems
 from bastion.attacks._losses import succeeded
 from bastion.attacks._projection import per_sample_norm
-from bastion.errors import ConfigError
+from bastion.errors import ConfigError, RemoteModelError
 from bastion.models.base import Classifier, DifferentiableClassifier
 from bastion.types import Bounds, Norm, ThreatModel
 
@@ -34,6 +35,10 @@ class AttackResult:
     sizes in the threat model's norm, ``queries`` the model evaluations spent per input (forward passes, whether
     or not a gradient was taken), ``adv_labels`` the model's labels for ``x_adv``. ``details`` holds what is
     particular to one attack (e.g. a cascade's per-component contributions).
+
+    ``complete`` is False when the attack was cut short (a remote model failed mid-attack; ``error`` says how):
+    the result then holds what the attack had found so far, ``success`` as the model last answered and
+    ``adv_labels`` -1 where unknown.
     """
 
     x_adv: Tensor
@@ -46,6 +51,8 @@ class AttackResult:
     params: dict[str, Any]
     seconds: float
     details: dict[str, Any] = field(default_factory=dict)
+    complete: bool = True
+    error: str | None = None
 
     @property
     def success_rate(self) -> float:
@@ -76,14 +83,20 @@ class Attack(Protocol):
 
 
 ATTACKS: Registry[type[Attack]] = Registry("attack")
+log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Perturbation:
-    """What an attack's core returns: the adversarial inputs and the model evaluations spent per input."""
+@dataclass
+class AttackState:
+    """Buffers an attack fills in place as it goes, so an interrupted attack still leaves a usable result.
+
+    ``x_adv`` starts as the inputs, ``queries`` at zero, ``done`` False; an attack sets ``done[i]`` when it has
+    seen input i become adversarial (judged by the model's own answers) and keeps ``x_adv[i]`` at that point.
+    """
 
     x_adv: Tensor
     queries: Tensor
+    done: Tensor
     details: dict[str, Any] = field(default_factory=dict)
 
 
@@ -161,26 +174,52 @@ class EvasionAttack(abc.ABC):
         x_dev = x.detach().to(device)
         y_dev = y.to(device).long()
         labels = target.to(device).long() if target is not None else y_dev
+        n_in = x_dev.shape[0]
+        state = AttackState(
+            x_adv=x_dev.clone(),
+            queries=torch.zeros(n_in, dtype=torch.long, device=device),
+            done=torch.zeros(n_in, dtype=torch.bool, device=device),
+        )
         start = time.perf_counter()
-        out = self._perturb(model, x_dev, labels, bounds, generator)
-        with torch.no_grad():
-            x_adv = out.x_adv.detach()
-            adv_labels = model.predict_logits(x_adv).argmax(1).to(device)
+        error: str | None = None
+        try:
+            self._perturb(model, x_dev, labels, bounds, generator, state)
+        except RemoteModelError as e:
+            error = f"{type(e).__name__}: {e}"
+            log.warning("%s stopped early, returning a partial result: %s", self.name, e)
+        x_adv = state.x_adv.detach()
+        if error is None:
+            with torch.no_grad():
+                adv_labels = model.predict_logits(x_adv).argmax(1).to(device)
+            state.queries += 1
+            success = succeeded(adv_labels, labels, targeted=self.threat.targeted)
+        else:
+            # keep only what provably respects the threat model; the rest reverts to the clean input
+            norms = per_sample_norm(x_adv - x_dev, self.threat.norm)
+            lo, hi = bounds
+            tol = 1e-5 * max(1.0, self.threat.eps)
+            inside = (
+                (norms <= self.threat.eps + tol) & (x_adv.flatten(1).amin(1) >= lo) & (x_adv.flatten(1).amax(1) <= hi)
+            )
+            x_adv = torch.where(inside.view((-1,) + (1,) * (x_adv.dim() - 1)), x_adv, x_dev)
+            success = state.done & inside
+            adv_labels = torch.full((n_in,), -1, dtype=torch.long, device=device)
         seconds = time.perf_counter() - start
-        success = succeeded(adv_labels, labels, targeted=self.threat.targeted)
         norms = per_sample_norm(x_adv - x_dev, self.threat.norm)
         self._check_threat_model(norms, x_adv, bounds)
         return AttackResult(
             x_adv=x_adv.to(x.device).to(x.dtype),
             success=success.cpu(),
             norms=norms.cpu(),
-            queries=(out.queries + 1).cpu(),
+            queries=state.queries.cpu(),
             adv_labels=adv_labels.cpu(),
             attack=self.name,
             threat=self.threat,
             params=self.params(),
             seconds=seconds,
-            details=dict(out.details),
+            details=dict(state.details),
+            complete=error is None,
+            error=error,
         )
 
     def _check_threat_model(self, norms: Tensor, x_adv: Tensor, bounds: Bounds) -> None:
@@ -195,8 +234,14 @@ class EvasionAttack(abc.ABC):
 
     @abc.abstractmethod
     def _perturb(
-        self, model: Any, x: Tensor, labels: Tensor, bounds: Bounds, generator: torch.Generator | None
-    ) -> Perturbation:
+        self,
+        model: Any,
+        x: Tensor,
+        labels: Tensor,
+        bounds: Bounds,
+        generator: torch.Generator | None,
+        state: AttackState,
+    ) -> None:
         """Craft adversarial inputs for ``x`` (already on the model's device) towards/away from ``labels``."""
 
 

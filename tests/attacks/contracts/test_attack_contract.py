@@ -19,6 +19,7 @@ FAST = {
     "apgd-t": {"steps": 10, "n_target_classes": 3},
     "autoattack": {"steps": 10, "n_target_classes": 2, "square_queries": 50},
     "cw": {"steps": 20, "binary_search_steps": 2},
+    "hopskipjump": {"max_queries": 300, "init_evals": 20, "max_evals": 40, "init_tries": 20},
     "square": {"max_queries": 100},
 }
 CASES = [

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from bastion.attacks._losses import LOSSES, succeeded
 from bastion.attacks._projection import normalize_step, project, random_start
-from bastion.attacks.base import ATTACKS, EvasionAttack, Perturbation, check_positive_int
+from bastion.attacks.base import ATTACKS, AttackState, EvasionAttack, check_positive_int
 from bastion.types import Bounds
 
 
@@ -67,19 +67,21 @@ class APGD(EvasionAttack):
         return problems
 
     def _perturb(
-        self, model: Any, x: Tensor, labels: Tensor, bounds: Bounds, generator: torch.Generator | None
-    ) -> Perturbation:
-        n = x.shape[0]
-        x_out = x.clone()
-        done = torch.zeros(n, dtype=torch.bool, device=x.device)
-        queries = torch.zeros(n, dtype=torch.long, device=x.device)
+        self,
+        model: Any,
+        x: Tensor,
+        labels: Tensor,
+        bounds: Bounds,
+        generator: torch.Generator | None,
+        state: AttackState,
+    ) -> None:
+        x_out, done, queries = state.x_adv, state.done, state.queries
         for _ in range(self.restarts):
             idx = (~done).nonzero().squeeze(1)
             if idx.numel() == 0:
                 break
             targeted = self.threat.targeted
             self._run_once(model, x, labels, labels, targeted, targeted, idx, bounds, generator, x_out, done, queries)
-        return Perturbation(x_adv=x_out, queries=queries)
 
     def _loss_grad(self, model: Any, xa: Tensor, lab: Tensor, targeted: bool) -> tuple[Tensor, Tensor, Tensor]:
         xa = xa.detach().requires_grad_(True)
@@ -208,19 +210,24 @@ class APGDT(APGD):
         return problems
 
     def _perturb(
-        self, model: Any, x: Tensor, labels: Tensor, bounds: Bounds, generator: torch.Generator | None
-    ) -> Perturbation:
-        n, k = x.shape[0], int(model.spec.num_classes)
-        x_out = x.clone()
-        queries = torch.ones(n, dtype=torch.long, device=x.device)
+        self,
+        model: Any,
+        x: Tensor,
+        labels: Tensor,
+        bounds: Bounds,
+        generator: torch.Generator | None,
+        state: AttackState,
+    ) -> None:
+        k = int(model.spec.num_classes)
+        x_out, done, queries = state.x_adv, state.done, state.queries
         with torch.no_grad():
             order = model.predict_logits(x).to(x.device).argsort(1, descending=True)
-        done = order[:, 0] != labels  # already misclassified: nothing to do
+        queries += 1
+        done |= order[:, 0] != labels  # already misclassified: nothing to do
         for rank in range(1, min(self.n_target_classes, k - 1) + 1):
             for _ in range(self.restarts):
                 idx = (~done).nonzero().squeeze(1)
                 if idx.numel() == 0:
-                    return Perturbation(x_adv=x_out, queries=queries)
+                    return
                 targets = order[:, rank]
                 self._run_once(model, x, targets, labels, True, False, idx, bounds, generator, x_out, done, queries)
-        return Perturbation(x_adv=x_out, queries=queries)

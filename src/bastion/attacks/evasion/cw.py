@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from bastion.attacks.base import ATTACKS, EvasionAttack, Perturbation, check_positive_float, check_positive_int
+from bastion.attacks.base import ATTACKS, AttackState, EvasionAttack, check_positive_float, check_positive_int
 from bastion.types import Bounds, Norm
 
 
@@ -66,8 +66,14 @@ class CarliniWagnerL2(EvasionAttack):
         return problems
 
     def _perturb(
-        self, model: Any, x: Tensor, labels: Tensor, bounds: Bounds, generator: torch.Generator | None
-    ) -> Perturbation:
+        self,
+        model: Any,
+        x: Tensor,
+        labels: Tensor,
+        bounds: Bounds,
+        generator: torch.Generator | None,
+        state: AttackState,
+    ) -> None:
         lo, hi = bounds
         n = x.shape[0]
         dev, targeted, kappa = x.device, self.threat.targeted, float(self.confidence)
@@ -77,8 +83,7 @@ class CarliniWagnerL2(EvasionAttack):
         lower = torch.zeros(n, device=dev)
         upper = torch.full((n,), math.inf, device=dev)
         best_l2 = torch.full((n,), math.inf, device=dev)
-        best = x.clone()
-        queries = torch.zeros(n, dtype=torch.long, device=dev)
+        best, queries = state.x_adv, state.queries  # filled as the search improves (kept if interrupted)
         onehot = torch.nn.functional.one_hot(labels, int(model.spec.num_classes)).bool()
         check_every = max(1, self.steps // 10)
         for _ in range(self.binary_search_steps):
@@ -105,6 +110,7 @@ class CarliniWagnerL2(EvasionAttack):
                     improve = hit & (l2 < best_l2)
                     best_l2 = torch.where(improve, l2, best_l2)
                     best[improve] = xa.detach()[improve]
+                    state.done |= improve & (l2 <= self.threat.eps)
                     won_round |= hit
                 if self.abort_early and it % check_every == 0:
                     value = float(total.detach())
@@ -114,6 +120,6 @@ class CarliniWagnerL2(EvasionAttack):
             upper = torch.where(won_round, torch.minimum(upper, const), upper)
             lower = torch.where(won_round, lower, torch.maximum(lower, const))
             const = torch.where(upper < math.inf, (lower + upper) / 2, const * 10)
-        keep = best_l2 <= self.threat.eps
-        x_adv = torch.where(keep.view((-1,) + (1,) * (x.dim() - 1)), best, x)
-        return Perturbation(x_adv=x_adv, queries=queries, details={"min_l2_found": best_l2.cpu()})
+        beyond = best_l2 > self.threat.eps
+        best[beyond] = x[beyond]
+        state.details["min_l2_found"] = best_l2.cpu()

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from bastion.attacks._losses import LOSSES
 from bastion.attacks._projection import normalize_step, project
-from bastion.attacks.base import ATTACKS, EvasionAttack, Perturbation
+from bastion.attacks.base import ATTACKS, AttackState, EvasionAttack
 from bastion.types import Bounds
 
 
@@ -42,8 +42,14 @@ class FGSM(EvasionAttack):
         return []
 
     def _perturb(
-        self, model: Any, x: Tensor, labels: Tensor, bounds: Bounds, generator: torch.Generator | None
-    ) -> Perturbation:
+        self,
+        model: Any,
+        x: Tensor,
+        labels: Tensor,
+        bounds: Bounds,
+        generator: torch.Generator | None,
+        state: AttackState,
+    ) -> None:
         loss_fn = LOSSES[self.loss]
         xa = x.clone().requires_grad_(True)
         loss = loss_fn(model.logits(xa), labels, targeted=self.threat.targeted).sum()
@@ -51,4 +57,5 @@ class FGSM(EvasionAttack):
         with torch.no_grad():
             stepped = x + self.threat.eps * normalize_step(grad, self.threat.norm)
             x_adv = project(stepped, x, self.threat.eps, self.threat.norm, bounds)
-        return Perturbation(x_adv=x_adv, queries=torch.ones(x.shape[0], dtype=torch.long, device=x.device))
+        state.x_adv.copy_(x_adv)
+        state.queries += 1

@@ -12,8 +12,8 @@ from bastion.attacks._losses import LOSSES, succeeded
 from bastion.attacks._projection import normalize_step, project, random_start
 from bastion.attacks.base import (
     ATTACKS,
+    AttackState,
     EvasionAttack,
-    Perturbation,
     check_positive_float,
     check_positive_int,
 )
@@ -70,14 +70,18 @@ class PGD(EvasionAttack):
         return self.step_size if self.step_size is not None else 2.5 * self.threat.eps / self.steps
 
     def _perturb(
-        self, model: Any, x: Tensor, labels: Tensor, bounds: Bounds, generator: torch.Generator | None
-    ) -> Perturbation:
+        self,
+        model: Any,
+        x: Tensor,
+        labels: Tensor,
+        bounds: Bounds,
+        generator: torch.Generator | None,
+        state: AttackState,
+    ) -> None:
         eps, norm, targeted = self.threat.eps, self.threat.norm, self.threat.targeted
         loss_fn, alpha = LOSSES[self.loss], self.alpha
         n = x.shape[0]
-        x_out = x.clone()
-        done = torch.zeros(n, dtype=torch.bool, device=x.device)
-        queries = torch.zeros(n, dtype=torch.long, device=x.device)
+        x_out, done, queries = state.x_adv, state.done, state.queries
         for restart in range(self.restarts):
             idx = (~done).nonzero().squeeze(1) if self.early_stop else torch.arange(n, device=x.device)
             if idx.numel() == 0:
@@ -105,4 +109,3 @@ class PGD(EvasionAttack):
                     xa = project(xa + alpha * normalize_step(grad, norm), x0, eps, norm, bounds)
             if idx.numel():
                 x_out[idx] = xa
-        return Perturbation(x_adv=x_out, queries=queries)

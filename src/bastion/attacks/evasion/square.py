@@ -11,7 +11,7 @@ from torch import Tensor
 
 from bastion.attacks._losses import margin
 from bastion.attacks._projection import project
-from bastion.attacks.base import ATTACKS, EvasionAttack, Perturbation, check_positive_float, check_positive_int
+from bastion.attacks.base import ATTACKS, AttackState, EvasionAttack, check_positive_float, check_positive_int
 from bastion.types import Bounds, Norm
 
 # (fraction of the query budget already spent, divisor of p_init): the paper's schedule for 10,000 queries, rescaled.
@@ -130,18 +130,20 @@ class Square(EvasionAttack):
         return -margin(logits, lab, targeted=self.threat.targeted)
 
     def _perturb(
-        self, model: Any, x: Tensor, labels: Tensor, bounds: Bounds, generator: torch.Generator | None
-    ) -> Perturbation:
-        n = x.shape[0]
-        x_out = x.clone()
-        queries = torch.zeros(n, dtype=torch.long, device=x.device)
-        done = torch.zeros(n, dtype=torch.bool, device=x.device)
+        self,
+        model: Any,
+        x: Tensor,
+        labels: Tensor,
+        bounds: Bounds,
+        generator: torch.Generator | None,
+        state: AttackState,
+    ) -> None:
+        x_out, done, queries = state.x_adv, state.done, state.queries
         for _ in range(self.restarts):
             idx = (~done).nonzero().squeeze(1)
             if idx.numel() == 0:
                 break
             self._search(model, x, labels, idx, bounds, generator, x_out, done, queries)
-        return Perturbation(x_adv=x_out, queries=queries)
 
     def _init(self, x0: Tensor, bounds: Bounds, generator: torch.Generator | None) -> Tensor:
         eps, lo, hi = self.threat.eps, bounds[0], bounds[1]

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from bastion.attacks.base import ATTACKS, EvasionAttack, Perturbation, check_positive_int
+from bastion.attacks.base import ATTACKS, AttackState, EvasionAttack, check_positive_int
 from bastion.attacks.evasion.apgd import APGD, APGDT
 from bastion.attacks.evasion.square import Square
 from bastion.attacks.suites.cascade import Cascade
@@ -83,11 +83,16 @@ class AutoAttack(EvasionAttack):
         return Cascade(tuple(attacks), names=tuple(names))
 
     def _perturb(
-        self, model: Any, x: Tensor, labels: Tensor, bounds: Bounds, generator: torch.Generator | None
-    ) -> Perturbation:
+        self,
+        model: Any,
+        x: Tensor,
+        labels: Tensor,
+        bounds: Bounds,
+        generator: torch.Generator | None,
+        state: AttackState,
+    ) -> None:
         r = self.components().run(model, x, labels, generator=generator)
-        return Perturbation(
-            x_adv=r.x_adv.to(x.device),
-            queries=r.queries.to(x.device),
-            details={"contributions": r.contributions, "component_seconds": r.seconds},
-        )
+        state.x_adv.copy_(r.x_adv.to(x.device))
+        state.queries += r.queries.to(x.device)
+        state.done |= r.success.to(x.device)
+        state.details.update(contributions=r.contributions, component_seconds=r.seconds)
