@@ -9,7 +9,15 @@ from bastion import PolicyError, load_policy, parse_policy
 
 def test_default_policy_loads_and_builds_every_attack() -> None:
     p = load_policy(None)
-    assert p.name == "default" and {a.key for a in p.attacks} == {"fgsm-linf", "pgd-linf", "pgd-l2"}
+    assert p.name == "default"
+    assert {a.key for a in p.attacks} == {
+        "fgsm-linf",
+        "pgd-linf",
+        "pgd-l2",
+        "autoattack-linf",
+        "square-linf",
+        "hopskipjump-l2",
+    }
     for entry in p.attacks:
         for eps in entry.eps:
             assert entry.build(eps).threat.eps == eps

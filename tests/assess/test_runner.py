@@ -56,3 +56,22 @@ def test_too_many_samples_and_bad_data(digits_model: TrainedModel, digits: Datas
         run_assessment(digits_model.classifier, digits.x_test * 16, digits.y_test, _policy())
     with pytest.raises(InputValidationError, match="y_test"):
         run_assessment(digits_model.classifier, digits.x_test, digits.y_test[:10], _policy())
+
+
+def test_suite_contributions_reach_the_assessment(digits_model: TrainedModel, digits: Dataset) -> None:
+    policy = parse_policy(
+        {
+            "samples": 60,
+            "attacks": [
+                {
+                    "attack": "autoattack",
+                    "eps": [0.1],
+                    "params": {"steps": 10, "n_target_classes": 2, "square_queries": 50},
+                }
+            ],
+        }
+    )
+    a = run_assessment(digits_model.classifier, digits.x_test, digits.y_test, policy)
+    b = a.outcomes[0].budgets[0]
+    assert list(b.contributions) == ["apgd-ce", "apgd-t", "square"]
+    assert sum(b.contributions.values()) == round(b.success_rate * b.n_attacked)

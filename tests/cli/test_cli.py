@@ -101,7 +101,15 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     index = tmp_path / "demo" / "report" / "index.html"
     assert index.is_file() and str(index) in p.stdout.replace("\n", "")
     results = json.loads((tmp_path / "demo" / "report" / "results.json").read_text())
-    assert {a["id"] for a in results["attacks"]} == {"fgsm-linf", "pgd-linf", "pgd-l2"}
+    assert {a["id"] for a in results["attacks"]} == {
+        "fgsm-linf",
+        "pgd-linf",
+        "pgd-l2",
+        "autoattack-linf",
+        "square-linf",
+        "hopskipjump-l2",
+    }
+    assert results["sanity"] == []  # a plain CNN: no sign of gradient masking
     assert results["model"]["clean_accuracy"] > 0.9
 
 

@@ -57,3 +57,5 @@ def test_report_embeds_figures_and_matches_results_json(
     assert results["threats"][0]["atlas"] == ["AML.T0043", "AML.T0015"]
     assert results["versions"]["torch"] and results["timings"]["assessment_seconds"] > 0
     assert len(results["findings"]) == 3 and "AML.T0043" in html and "ML01:2023" in html
+    assert results["sanity"] == [] and "No sign of an unreliable evaluation" in html
+    assert 'id="fig-queries"' not in html  # no black-box attack in this policy

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -15,6 +15,14 @@ from bastion._torch import batch_slices, make_generator
 from bastion._validate import label_problems, raise_if, tensor_problems
 from bastion.assess.policy import AttackEntry, Policy, Threshold
 from bastion.attacks.base import EvasionAttack
+from bastion.attacks.sanity import (
+    BudgetFigure,
+    SanityFlag,
+    check_black_box_beats_white_box,
+    check_gradients,
+    check_monotonic,
+    check_randomness,
+)
 from bastion.errors import ConfigError
 from bastion.models.base import Classifier, predict_labels
 
@@ -35,6 +43,8 @@ class BudgetResult:
     mean_queries: float
     seconds: float
     n_attacked: int
+    complete: bool = True
+    contributions: dict[str, int] = field(default_factory=dict)  # for suites: inputs broken by each component
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,9 @@ class AttackOutcome:
     budgets: tuple[BudgetResult, ...]
     showcase_eps: float
     showcase_norms: tuple[float, ...]  # perturbation norms of the successful examples at showcase_eps
+    white_box: bool = True
+    showcase_success_queries: tuple[int, ...] = ()  # queries each successful input needed, at showcase_eps
+    errors: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -91,6 +104,7 @@ class Assessment:
     checks: tuple[ThresholdCheck, ...]
     seconds: float
     threads: int
+    sanity: tuple[SanityFlag, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -151,18 +165,27 @@ def run_assessment(
         show_eps = _showcase_eps(entry, policy.thresholds)
         budgets: list[BudgetResult] = []
         show_norms: tuple[float, ...] = ()
+        show_queries: tuple[int, ...] = ()
+        errors: list[str] = []
         attack = None
         for eps in entry.eps:
             attack = entry.build(eps)
             batches = list(batch_slices(xc.shape[0], policy.batch_size)) if xc.shape[0] else []
             progress.task(f"{entry.key} eps={eps:g}", max(1, len(batches)))
             success, norms, queries, adv, adv_labels = [], [], [], [], []
+            complete = True
+            contributions: dict[str, int] = {}
             t0 = time.perf_counter()
             for s in batches:
                 target = None
                 if entry.targeted:
                     target = _next_class_targets(yc[s], spec.num_classes)
                 r = attack.run(model, xc[s], yc[s], target=target, generator=generator)
+                for component, count in r.details.get("contributions", {}).items():
+                    contributions[component] = contributions.get(component, 0) + int(count)
+                if not r.complete:
+                    complete = False
+                    errors.append(f"eps {eps:g}: {r.error}")
                 success.append(r.success)
                 norms.append(r.norms)
                 queries.append(r.queries)
@@ -186,10 +209,13 @@ def run_assessment(
                     mean_queries=float(q.mean()) if q.numel() else 0.0,
                     seconds=seconds,
                     n_attacked=int(succ.numel()),
+                    complete=complete,
+                    contributions=contributions,
                 )
             )
             if math.isclose(eps, show_eps) and succ.numel():
                 show_norms = tuple(float(v) for v in broken_norms)
+                show_queries = tuple(int(v) for v in q[succ])
                 xa, la = torch.cat(adv), torch.cat(adv_labels)
                 order = torch.cat([succ.nonzero().squeeze(1), (~succ).nonzero().squeeze(1)])
                 for j in order[:examples_per_attack].tolist():
@@ -219,6 +245,9 @@ def run_assessment(
                 budgets=tuple(budgets),
                 showcase_eps=show_eps,
                 showcase_norms=show_norms,
+                white_box=bool(getattr(attack, "white_box", True)),
+                showcase_success_queries=show_queries,
+                errors=tuple(errors),
             )
         )
 
@@ -232,6 +261,16 @@ def run_assessment(
                 rule=t.describe(), attack=t.attack, eps=t.eps, metric=t.metric, value=value, passed=t.passes(value)
             )
         )
+    figures = [
+        BudgetFigure(attack=o.id, norm=o.norm, eps=b.eps, robust_accuracy=b.robust_accuracy, white_box=o.white_box)
+        for o in outcomes
+        for b in o.budgets
+        if not o.targeted
+    ]
+    sanity = [*check_monotonic(figures), *check_black_box_beats_white_box(figures)]
+    if cidx.numel():
+        sanity += check_gradients(model, xc[: policy.batch_size], yc[: policy.batch_size])
+    sanity += check_randomness(model, x[: min(64, n)])
     return Assessment(
         policy=policy,
         n_samples=n,
@@ -242,6 +281,7 @@ def run_assessment(
         checks=tuple(checks),
         seconds=time.perf_counter() - start,
         threads=torch.get_num_threads(),
+        sanity=tuple(sanity),
     )
 
 

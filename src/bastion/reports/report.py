@@ -57,6 +57,7 @@ class Report:
     versions: dict[str, str]
     examples: tuple[Example, ...] = ()
     class_names: tuple[str, ...] = ()
+    sanity: tuple[dict[str, Any], ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -76,6 +77,7 @@ class Report:
             "attacks": list(self.attacks),
             "thresholds": list(self.checks),
             "findings": [f.to_dict() for f in self.findings],
+            "sanity": list(self.sanity),
             "threats": _threat_table(self.attacks),
             "examples": [
                 {
@@ -148,6 +150,8 @@ def build_report(
                 "mean_queries": b.mean_queries,
                 "seconds": b.seconds,
                 "n_attacked": b.n_attacked,
+                "complete": b.complete,
+                "contributions": dict(b.contributions),
             }
             for b in o.budgets
         ]
@@ -164,6 +168,9 @@ def build_report(
                 "budgets": budgets,
                 "showcase_eps": o.showcase_eps,
                 "showcase_norms": list(o.showcase_norms),
+                "white_box": o.white_box,
+                "showcase_success_queries": list(o.showcase_success_queries),
+                "errors": list(o.errors),
             }
         )
         show = next(b for b in o.budgets if b.eps == o.showcase_eps)
@@ -205,4 +212,5 @@ def build_report(
         versions=versions(),
         examples=assessment.examples,
         class_names=class_names,
+        sanity=tuple(f.to_dict() for f in assessment.sanity),
     )

@@ -101,3 +101,27 @@ def perturbation_histogram(attacks: Sequence[dict[str, Any]]) -> bytes:
     axes[0][0].set_ylabel("inputs")
     fig.tight_layout()
     return _png(fig)
+
+
+def queries_to_success(attacks: Sequence[dict[str, Any]]) -> bytes:
+    """For each black-box attack: the share of attacked inputs broken within q queries (log scale)."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    for a in attacks:
+        if a.get("white_box", True):
+            continue
+        show = next(b for b in a["budgets"] if b["eps"] == a["showcase_eps"])
+        n = max(1, show["n_attacked"])
+        qs = sorted(a["showcase_success_queries"])
+        if not qs:
+            continue
+        xs = [qs[0], *qs, max(qs) * 1.05]
+        ys = [0.0, *[(i + 1) / n for i in range(len(qs))], len(qs) / n]
+        ax.step(xs, ys, where="post", label=f"{a['id']} (eps {a['showcase_eps']:g})")
+    ax.set_xscale("log")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("queries per input")
+    ax.set_ylabel("share of attacked inputs broken")
+    ax.set_title("Queries to success (black-box attacks)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return _png(fig)

@@ -7,7 +7,12 @@ import json
 from html import escape
 from typing import Any
 
-from bastion.reports.render.figures import example_grid, perturbation_histogram, robustness_curves
+from bastion.reports.render.figures import (
+    example_grid,
+    perturbation_histogram,
+    queries_to_success,
+    robustness_curves,
+)
 from bastion.reports.report import Report
 
 _CSS = """
@@ -60,6 +65,8 @@ def render_html(report: Report) -> str:
         _scorecard(report),
         "<h2>Findings</h2>",
         _findings(report),
+        "<h2>Sanity checks</h2>",
+        _sanity(report),
     ]
     if report.checks:
         parts += ["<h2>Thresholds</h2>", _checks(report)]
@@ -81,6 +88,7 @@ def render_html(report: Report) -> str:
         "<h2>Perturbation sizes</h2><figure>",
         _img(perturbation_histogram(report.attacks), "histogram of perturbation sizes", "fig-perturbations"),
         "<figcaption>Norms of the successful perturbations, per attack, at its showcase budget.</figcaption></figure>",
+        *_black_box_section(report),
         "<h2>Threats covered</h2>",
         _threats(report),
         "<h2>Model</h2>",
@@ -112,7 +120,15 @@ def _scorecard(report: Report) -> str:
                     f"data-metric='{metric}'>{fmt(b[metric])}</td>"
                 )
             rows.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table id='scorecard'>{head}{''.join(rows)}</table>"
+    notes = [
+        f"{escape(a['id'])} at eps {b['eps']:g}: "
+        + ", ".join(f"{escape(k)} broke {v}" for k, v in b["contributions"].items())
+        for a in report.attacks
+        for b in a["budgets"]
+        if b.get("contributions")
+    ]
+    suites = f"<p class='muted'>Cascade contributions — {'; '.join(notes)}.</p>" if notes else ""
+    return f"<table id='scorecard'>{head}{''.join(rows)}</table>{suites}"
 
 
 def _findings(report: Report) -> str:
@@ -143,3 +159,39 @@ def _threats(report: Report) -> str:
     return (
         f"<table><tr><th>threat</th><th>MITRE ATLAS</th><th>OWASP ML Top 10</th><th>attacks run</th></tr>{rows}</table>"
     )
+
+
+def _sanity(report: Report) -> str:
+    if not report.sanity:
+        return (
+            "<p id='sanity'>No sign of an unreliable evaluation: gradients are usable, the model answers "
+            "consistently, robust accuracy falls with the budget and no black-box attack beats the white-box "
+            "ones.</p>"
+        )
+    items = "".join(
+        f"<li><span class='{'high' if f['severity'] == 'error' else 'medium'}'>{escape(f['severity'].upper())}</span>"
+        f" ({escape(f['check'])}) — {escape(f['message'])}</li>"
+        for f in report.sanity
+    )
+    return f"<ul id='sanity'>{items}</ul>"
+
+
+def _black_box_section(report: Report) -> list[str]:
+    if all(a.get("white_box", True) for a in report.attacks):
+        return []
+    partial = [f"{a['id']}: {e}" for a in report.attacks for e in a.get("errors", [])]
+    note = ""
+    if partial:
+        note = (
+            "<p class='high'>Some attacks stopped early and their figures are partial: "
+            + escape("; ".join(partial))
+            + "</p>"
+        )
+    return [
+        "<h2>Queries to success</h2><figure>",
+        _img(queries_to_success(report.attacks), "queries to success of black-box attacks", "fig-queries"),
+        "<figcaption>Share of the attacked inputs each black-box attack broke within a given number of queries, "
+        "at its showcase budget. A gateway that rate-limits or detects probing must act well before the curve "
+        "rises.</figcaption></figure>",
+        note,
+    ]
