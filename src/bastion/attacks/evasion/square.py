@@ -202,7 +202,10 @@ class Square(EvasionAttack):
                 cand_delta = torch.where(mask & unchanged.view(-1, 1, 1, 1), -new, cand_delta)
             else:
                 cand_delta = self._l2_update(delta, mask, top, left, sh, sw, generator)
-            cand = project((img0 + cand_delta).reshape(x0.shape), x0, eps, norm, bounds)
+            if norm is Norm.LINF:  # every entry of cand_delta is +-eps or an earlier in-ball value: bounds suffice
+                cand = (img0 + cand_delta).reshape(x0.shape).clamp_(bounds[0], bounds[1])
+            else:
+                cand = project((img0 + cand_delta).reshape(x0.shape), x0, eps, norm, bounds)
             m_new = self._margin(model, cand, lab)
             queries[idx] += 1
             better = m_new < m_best
