@@ -116,3 +116,32 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
 def test_version() -> None:
     p = bastion("--version")
     assert p.returncode == 0 and p.stdout.startswith("bastion ")
+
+
+def test_assess_a_live_endpoint_with_black_box_attacks(trained: Path, tmp_path: Path) -> None:
+    from tests.model_server import serve_model
+
+    from bastion import load_model
+
+    loaded = load_model(trained)
+    small = tmp_path / "bb.yaml"
+    small.write_text(
+        "name: small-blackbox\nsamples: 8\nattacks:\n"
+        "  - {id: square-linf, attack: square, eps: [0.1], params: {max_queries: 60}}\n"
+        "  - {id: hopskipjump-l2, attack: hopskipjump, norm: l2, eps: [1.5],"
+        " params: {max_queries: 120, init_evals: 10, max_evals: 20}}\n"
+    )
+    with serve_model(loaded.classifier, output="scores") as url:
+        p = bastion("assess", "--url", url, "--data", "digits", "--policy", str(small), "--out", str(tmp_path / "r"))
+        assert p.returncode == 0, p.stderr
+        results = json.loads((tmp_path / "r" / "results.json").read_text())
+        assert results["model"]["endpoint"] == url and results["n_samples"] == 8
+        assert {a["id"] for a in results["attacks"]} == {"square-linf", "hopskipjump-l2"}
+        assert all(b["complete"] for a in results["attacks"] for b in a["budgets"])
+        white = tmp_path / "white.yaml"
+        white.write_text("attacks:\n  - {attack: pgd, eps: [0.1]}\n")
+        p = bastion("assess", "--url", url, "--data", "digits", "--policy", str(white), "--out", str(tmp_path / "r2"))
+        assert p.returncode == 2 and "need gradients" in p.stderr
+    p = bastion("assess", "--url", url, "--data", "digits", "--policy", str(small), "--out", str(tmp_path / "r3"))
+    assert p.returncode == 3 and "cannot reach" in p.stderr  # the server is gone: one clear line, exit 3
+    _no_traceback(p)

@@ -110,6 +110,10 @@ class Policy(_Strict):
                 raise ValueError(f"thresholds[{i}] uses eps {t.eps:g} but {t.attack} runs at {entry.eps}")
         return self
 
+    def white_box_attacks(self) -> list[str]:
+        """Ids of the policy's attacks that need gradients (they cannot run against an endpoint)."""
+        return [e.key for e in self.attacks if getattr(e.build(e.eps[0]), "white_box", True)]
+
     def check_attacks(self) -> None:
         """Instantiate every configured attack once, so a bad setting fails before any work starts."""
         problems = []
@@ -143,11 +147,16 @@ def parse_policy(data: Any, *, source: str = "policy") -> Policy:
     return policy
 
 
-def load_policy(path: str | Path | None = None) -> Policy:
-    """Load a policy file (YAML or JSON); ``None`` loads the built-in default policy."""
+BUILT_IN = ("default", "blackbox")
+
+
+def load_policy(path: str | Path | None = None, *, built_in: str = "default") -> Policy:
+    """Load a policy file (YAML or JSON); ``None`` loads the built-in policy ``built_in`` (default, blackbox)."""
     if path is None:
-        text = resources.files("bastion.assess").joinpath("policies/default.yaml").read_text()
-        return parse_policy(yaml.safe_load(text), source="built-in default policy")
+        if built_in not in BUILT_IN:
+            raise PolicyError(f"no built-in policy {built_in!r}; choose one of: {', '.join(BUILT_IN)}")
+        text = resources.files("bastion.assess").joinpath(f"policies/{built_in}.yaml").read_text()
+        return parse_policy(yaml.safe_load(text), source=f"built-in {built_in} policy")
     p = Path(path)
     if not p.is_file():
         raise PolicyError(f"policy file {p} does not exist")

@@ -14,25 +14,32 @@ from bastion.cli._console import console, progress_bar
 from bastion.data import load_dataset
 from bastion.data.base import Dataset
 from bastion.errors import ConfigError
-from bastion.models.zoo import LoadedModel, load_model
+from bastion.models import Classifier, HttpClassifier
+from bastion.models.zoo import load_model
 from bastion.reports import Report, build_report, write_report
 
 
 def assess_model(
-    loaded: LoadedModel, dataset: Dataset, policy: Policy, out: Path, *, extra_timings: dict[str, float] | None = None
+    classifier: Classifier,
+    model_info: dict[str, Any],
+    dataset: Dataset,
+    policy: Policy,
+    out: Path,
+    *,
+    extra_timings: dict[str, float] | None = None,
 ) -> Report:
     """Run the assessment with a progress bar, write the report and print the summary table."""
-    if dataset.spec.input_shape != loaded.card.spec.input_shape:
+    if dataset.spec.input_shape != classifier.spec.input_shape:
         raise ConfigError(
-            f"model {loaded.card.name} takes inputs of shape {loaded.card.spec.input_shape} but dataset "
+            f"model {model_info.get('name')} takes inputs of shape {classifier.spec.input_shape} but dataset "
             f"{dataset.name} has {dataset.spec.input_shape}; assess it on the data it was trained for "
-            f"({loaded.card.dataset.get('name')})"
+            f"({model_info.get('dataset', {}).get('name', 'see its card')})"
         )
     with progress_bar() as bar:
-        assessment = run_assessment(loaded.classifier, dataset.x_test, dataset.y_test, policy, progress=bar)
+        assessment = run_assessment(classifier, dataset.x_test, dataset.y_test, policy, progress=bar)
     report = build_report(
         assessment,
-        model=loaded.card.to_dict(),
+        model=model_info,
         data=dataset.provenance.to_dict(),
         class_names=dataset.spec.class_names,
         timings=extra_timings,
@@ -65,16 +72,25 @@ def print_summary(report: Report) -> None:
 
 
 def assess(
-    model: Annotated[Path, typer.Argument(help="model weights (.safetensors) with its .json card beside it")],
+    model: Annotated[
+        Path | None, typer.Argument(help="model weights (.safetensors) with its .json card beside it")
+    ] = None,
     data: Annotated[str | None, typer.Option("--data", "-d", help="dataset (default: the one in the card)")] = None,
     policy: Annotated[Path | None, typer.Option("--policy", "-p", help="policy YAML/JSON (default: built-in)")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="report folder")] = Path("report"),
     samples: Annotated[int | None, typer.Option(min=1, help="override the policy's number of test inputs")] = None,
     seed: Annotated[int | None, typer.Option(help="override the policy's seed")] = None,
     data_path: Annotated[Path | None, typer.Option(help="folder of the dataset files (fashion-mnist)")] = None,
+    url: Annotated[
+        str | None, typer.Option(help="attack a live endpoint instead of a file (black-box attacks only)")
+    ] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="BASTION_API_KEY", help="bearer key for --url")] = None,
+    timeout: Annotated[float, typer.Option(min=0.1, help="seconds to wait for each answer from --url")] = 30.0,
 ) -> None:
-    """Red-team MODEL with the policy's attacks; exit 1 when a policy threshold fails."""
-    pol = load_policy(policy)
+    """Red-team MODEL (or the endpoint at --url) with the policy's attacks; exit 1 when a threshold fails."""
+    if (model is None) == (url is None):
+        raise ConfigError("give either a MODEL file or --url (an endpoint), not both and not neither")
+    pol = load_policy(policy, built_in="blackbox" if url else "default")
     overrides: dict[str, Any] = {}
     if samples is not None:
         overrides["samples"] = samples
@@ -82,10 +98,24 @@ def assess(
         overrides["seed"] = seed
     if overrides:
         pol = pol.model_copy(update=overrides)
-    loaded = load_model(model)
-    name = data or str(loaded.card.dataset.get("name"))
-    dataset = load_dataset(name, **({"path": data_path} if data_path is not None else {}))
-    report = assess_model(loaded, dataset, pol, out)
+    kwargs = {"path": data_path} if data_path is not None else {}
+    if url is not None:
+        if data is None:
+            raise ConfigError("--url needs --data: the dataset the endpoint's model expects")
+        white = pol.white_box_attacks()
+        if white:
+            raise ConfigError(
+                f"the policy runs white-box attacks ({', '.join(white)}) that need gradients, which an endpoint "
+                "does not give; use black-box attacks (square, hopskipjump) or leave --policy out"
+            )
+        dataset = load_dataset(data, **kwargs)
+        with HttpClassifier(url, dataset.spec, api_key=api_key, timeout=timeout) as remote:
+            report = assess_model(remote, {"name": f"endpoint {url}", "endpoint": url}, dataset, pol, out)
+    else:
+        assert model is not None
+        loaded = load_model(model)
+        dataset = load_dataset(data or str(loaded.card.dataset.get("name")), **kwargs)
+        report = assess_model(loaded.classifier, loaded.card.to_dict(), dataset, pol, out)
     if not report.passed:
         failed = [c["rule"] for c in report.checks if not c["passed"]]
         console.print(f"[red]policy gate failed[/]: {'; '.join(failed)}")

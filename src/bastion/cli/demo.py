@@ -38,7 +38,14 @@ def demo(
     console.print("[bold]3/3[/] red-teaming it with the default policy")
     policy = load_policy(None).model_copy(update={"seed": seed})
     train_seconds = card.training.get("seconds", 0.0)
-    assess_model(loaded, dataset, policy, out / "report", extra_timings={"training_seconds": train_seconds})
+    assess_model(
+        loaded.classifier,
+        loaded.card.to_dict(),
+        dataset,
+        policy,
+        out / "report",
+        extra_timings={"training_seconds": train_seconds},
+    )
     console.print(
         f"[green]demo finished in {time.perf_counter() - start:.0f}s[/]; open "
         f"[bold]{(out / 'report' / 'index.html').resolve()}[/] in a browser"
