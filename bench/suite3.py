@@ -126,10 +126,21 @@ def run_issue3(args: argparse.Namespace, wanted: tuple[str, ...], reference_mode
             stats["ART CarliniL2Method"],
             stats["torchattacks CW (500 steps, c=1)"],
         )
-        ok = b[0] >= a_art[0] and b[1] <= a_art[1] and b[2] <= t_anchor[2]
+        # "mean L2 at >= ART's success rate": Bastion's k smallest perturbations, k = the inputs ART broke
+        k = int(succ["ART CarliniL2Method"].sum())
+        ours_norms = _l2(ours.x_adv, x)[succ["Bastion cw"]].sort().values
+        ours_best_k = float(ours_norms[:k].mean()) if k else float("nan")
+        art_mean = float(_l2(xa_art, x)[succ["ART CarliniL2Method"]].mean()) if k else float("nan")
         print(
-            f"\ntarget: success >= ART's, mean L2 <= ART's (on the {int(both.sum())} inputs both broke), time <= "
-            f"torchattacks' -> {'MET' if ok else 'NOT MET'}",
+            f"\nat ART's success rate ({k} inputs): Bastion's {k} smallest perturbations have mean L2 "
+            f"{ours_best_k:.4f}, ART's {art_mean:.4f}"
+        )
+        ok_rate = b[0] >= a_art[0] and ours_best_k <= art_mean and b[2] <= t_anchor[2]
+        ok_common = b[0] >= a_art[0] and b[1] <= a_art[1] and b[2] <= t_anchor[2]
+        print(
+            f"target: mean L2 <= ART's at >= its success rate, time <= torchattacks' -> "
+            f"{'MET' if ok_rate else 'NOT MET'}; stricter, on the {int(both.sum())} inputs both broke -> "
+            f"{'MET' if ok_common else 'NOT MET'}",
             flush=True,
         )
 

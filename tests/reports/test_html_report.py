@@ -59,3 +59,26 @@ def test_report_embeds_figures_and_matches_results_json(
     assert len(results["findings"]) == 3 and "AML.T0043" in html and "ML01:2023" in html
     assert results["sanity"] == [] and "No sign of an unreliable evaluation" in html
     assert 'id="fig-queries"' not in html  # no black-box attack in this policy
+
+
+def test_partial_results_are_marked_in_the_report(digits_model_file: Path, digits: Dataset, tmp_path: Path) -> None:
+    from tests.model_server import serve_model
+
+    from bastion import HttpClassifier
+
+    loaded = load_model(digits_model_file)
+    policy = parse_policy(
+        {"samples": 12, "attacks": [{"attack": "square", "eps": [0.1], "params": {"max_queries": 200}}]}
+    )
+    with (
+        serve_model(loaded.classifier, output="scores", fail_after=20) as url,
+        HttpClassifier(url, digits.spec) as remote,
+    ):
+        a = run_assessment(remote, digits.x_test, digits.y_test, policy)
+    budget = a.outcomes[0].budgets[0]
+    assert not budget.complete and "HTTP 503" in a.outcomes[0].errors[0]
+    report = build_report(a, model={"name": "remote"}, data=digits.provenance.to_dict())
+    html_path, json_path = write_report(report, tmp_path)
+    html = html_path.read_text()
+    assert "(partial)" in html and "stopped early and their figures are partial" in html
+    assert json.loads(json_path.read_text())["attacks"][0]["budgets"][0]["complete"] is False

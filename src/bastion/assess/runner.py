@@ -23,7 +23,7 @@ from bastion.attacks.sanity import (
     check_monotonic,
     check_randomness,
 )
-from bastion.errors import ConfigError
+from bastion.errors import ConfigError, RemoteModelError
 from bastion.models.base import Classifier, predict_labels
 
 
@@ -270,7 +270,10 @@ def run_assessment(
     sanity = [*check_monotonic(figures), *check_black_box_beats_white_box(figures)]
     if cidx.numel():
         sanity += check_gradients(model, xc[: policy.batch_size], yc[: policy.batch_size])
-    sanity += check_randomness(model, x[: min(64, n)])
+    try:
+        sanity += check_randomness(model, x[: min(64, n)])
+    except RemoteModelError as e:  # the endpoint died during the attacks; say so rather than lose the report
+        sanity.append(SanityFlag("randomness", "warning", f"not checked: the model stopped answering ({e})"))
     return Assessment(
         policy=policy,
         n_samples=n,

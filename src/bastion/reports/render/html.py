@@ -113,7 +113,10 @@ def _scorecard(report: Report) -> str:
     rows = []
     for a in report.attacks:
         for b in a["budgets"]:
-            cells = [f"<td>{escape(a['id'])}</td><td>{escape(a['norm'])}</td><td class='num'>{b['eps']:g}</td>"]
+            mark = (
+                "" if b.get("complete", True) else " <span class='high' title='stopped early: partial'>(partial)</span>"
+            )
+            cells = [f"<td>{escape(a['id'])}{mark}</td><td>{escape(a['norm'])}</td><td class='num'>{b['eps']:g}</td>"]
             for metric in ("robust_accuracy", "success_rate", "median_norm", "mean_queries", "seconds"):
                 cells.append(
                     f"<td class='num' data-attack='{escape(a['id'])}' data-eps='{b['eps']!r}' "
