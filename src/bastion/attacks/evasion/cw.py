@@ -48,7 +48,7 @@ class CarliniWagnerL2(EvasionAttack):
     norms: ClassVar[frozenset[Norm]] = frozenset({Norm.L2})
     steps: int = 100
     binary_search_steps: int = 5
-    initial_const: float = 1e-2
+    initial_const: float = 0.1
     lr: float = 0.1
     confidence: float = 0.0
     abort_early: bool = True
