@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -98,6 +99,14 @@ class AttackState:
     queries: Tensor
     done: Tensor
     details: dict[str, Any] = field(default_factory=dict)
+
+    def pending(self, rounds: int) -> Iterator[Tensor]:
+        """Indices of the inputs not yet broken, once per round (restart); stops early when none are left."""
+        for _ in range(rounds):
+            idx = (~self.done).nonzero().squeeze(1)
+            if idx.numel() == 0:
+                return
+            yield idx
 
 
 @dataclass(frozen=True)

@@ -75,13 +75,22 @@ class APGD(EvasionAttack):
         generator: torch.Generator | None,
         state: AttackState,
     ) -> None:
-        x_out, done, queries = state.x_adv, state.done, state.queries
-        for _ in range(self.restarts):
-            idx = (~done).nonzero().squeeze(1)
-            if idx.numel() == 0:
-                break
-            targeted = self.threat.targeted
-            self._run_once(model, x, labels, labels, targeted, targeted, idx, bounds, generator, x_out, done, queries)
+        targeted = self.threat.targeted
+        for idx in state.pending(self.restarts):
+            self._run_once(
+                model,
+                x,
+                labels,
+                labels,
+                targeted,
+                targeted,
+                idx,
+                bounds,
+                generator,
+                state.x_adv,
+                state.done,
+                state.queries,
+            )
 
     def _loss_grad(self, model: Any, xa: Tensor, lab: Tensor, targeted: bool) -> tuple[Tensor, Tensor, Tensor]:
         xa = xa.detach().requires_grad_(True)
@@ -225,9 +234,6 @@ class APGDT(APGD):
         queries += 1
         done |= order[:, 0] != labels  # already misclassified: nothing to do
         for rank in range(1, min(self.n_target_classes, k - 1) + 1):
-            for _ in range(self.restarts):
-                idx = (~done).nonzero().squeeze(1)
-                if idx.numel() == 0:
-                    return
-                targets = order[:, rank]
+            targets = order[:, rank]
+            for idx in state.pending(self.restarts):
                 self._run_once(model, x, targets, labels, True, False, idx, bounds, generator, x_out, done, queries)

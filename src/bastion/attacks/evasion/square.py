@@ -138,12 +138,8 @@ class Square(EvasionAttack):
         generator: torch.Generator | None,
         state: AttackState,
     ) -> None:
-        x_out, done, queries = state.x_adv, state.done, state.queries
-        for _ in range(self.restarts):
-            idx = (~done).nonzero().squeeze(1)
-            if idx.numel() == 0:
-                break
-            self._search(model, x, labels, idx, bounds, generator, x_out, done, queries)
+        for idx in state.pending(self.restarts):
+            self._search(model, x, labels, idx, bounds, generator, state.x_adv, state.done, state.queries)
 
     def _init(self, x0: Tensor, bounds: Bounds, generator: torch.Generator | None) -> Tensor:
         eps, lo, hi = self.threat.eps, bounds[0], bounds[1]
