@@ -9,6 +9,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from bastion._torch import batch_slices
 from bastion.errors import ConfigError
 from bastion.types import Bounds
 
@@ -95,7 +96,5 @@ class DifferentiableClassifier(Classifier, Protocol):
 
 def predict_labels(model: Classifier, x: Tensor, *, batch_size: int = 1024) -> Tensor:
     """Top-1 labels of ``model`` on ``x``, computed in batches (on the CPU, as int64)."""
-    out = []
-    for start in range(0, x.shape[0], batch_size):
-        out.append(model.predict_logits(x[start : start + batch_size]).argmax(1).cpu())
+    out = [model.predict_logits(x[s]).argmax(1).cpu() for s in batch_slices(x.shape[0], batch_size)]
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long)

@@ -78,7 +78,7 @@ class Report:
             "thresholds": list(self.checks),
             "findings": [f.to_dict() for f in self.findings],
             "sanity": list(self.sanity),
-            "threats": _threat_table(self.attacks),
+            "threats": threat_table(self.attacks),
             "examples": [
                 {
                     "index": e.index,
@@ -95,7 +95,7 @@ class Report:
         }
 
 
-def _threat_table(attacks: tuple[dict[str, Any], ...]) -> list[dict[str, Any]]:
+def threat_table(attacks: tuple[dict[str, Any], ...]) -> list[dict[str, Any]]:
     seen: dict[str, dict[str, Any]] = {}
     for a in attacks:
         row = seen.setdefault(

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from bastion.attacks._projection import per_sample_norm
 from bastion.attacks.base import ATTACKS, AttackState, EvasionAttack, check_positive_float, check_positive_int
+from bastion.models.base import predict_labels
 from bastion.types import Bounds, Norm
 
 
@@ -66,11 +67,8 @@ class HopSkipJump(EvasionAttack):
     # --- queries -------------------------------------------------------------------------------------------------
     def _is_adv(self, model: Any, xs: Tensor, lab: Tensor) -> Tensor:
         """One label query per row of ``xs``; True where the row is adversarial for its label."""
-        out = []
         with torch.no_grad():
-            for i in range(0, xs.shape[0], self.batch_size):
-                out.append(model.predict_logits(xs[i : i + self.batch_size]).argmax(1).to(xs.device))
-        pred = torch.cat(out)
+            pred = predict_labels(model, xs, batch_size=self.batch_size).to(xs.device)
         return pred == lab if self.threat.targeted else pred != lab
 
     def _dist(self, a: Tensor, b: Tensor) -> Tensor:
@@ -144,12 +142,10 @@ class HopSkipJump(EvasionAttack):
         generator: torch.Generator | None,
         state: AttackState,
     ) -> None:
-        n = x.shape[0]
         d = x[0].numel()
         lo, hi = bounds
         eps, norm = self.threat.eps, self.threat.norm
         queries, x_out = state.queries, state.x_adv
-        all_rows = torch.arange(n, device=x.device)
         theta = self.gamma / (d * math.sqrt(d)) if norm is Norm.L2 else self.gamma / (d * d)
         gdev = generator.device if generator is not None else x.device
 
@@ -157,11 +153,13 @@ class HopSkipJump(EvasionAttack):
         already = self._is_adv(model, x, labels)
         queries += 1
         state.done |= already
-        start, found = self._initial(model, x, labels, bounds, generator, queries, all_rows)
-        active = (~already & found).nonzero().squeeze(1)
+        # only inputs not already adversarial need a starting point (and pay its queries)
+        todo = (~already).nonzero().squeeze(1)
+        start, found = self._initial(model, x[todo], labels[todo], bounds, generator, queries, todo)
+        active, start = todo[found], start[found]
         if active.numel() == 0:
             return
-        xa = self._bisect(model, x[active], start[active], labels[active], theta, queries, active)
+        xa = self._bisect(model, x[active], start, labels[active], theta, queries, active)
         dist = self._dist(xa, x[active])
         best = x_out  # boundary points are written here as they are retired
         t = 0

@@ -34,7 +34,6 @@ class CascadeResult:
     contributions: dict[str, int]
     seconds: dict[str, float]
     resumed_from: int = 0
-    completed: int = 0
 
     @property
     def success_rate(self) -> float:
@@ -123,7 +122,6 @@ class Cascade:
             contributions=contributions,
             seconds=seconds,
             resumed_from=start_at,
-            completed=len(self.attacks),
         )
 
     def _save(

@@ -13,7 +13,7 @@ from bastion.reports.render.figures import (
     queries_to_success,
     robustness_curves,
 )
-from bastion.reports.report import Report
+from bastion.reports.report import Report, threat_table
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:70rem;color:#1d2330;
@@ -157,7 +157,7 @@ def _threats(report: Report) -> str:
     rows = "".join(
         f"<tr><td>{escape(t['threat'])}</td><td>{escape(', '.join(t['atlas']))}</td><td>{escape(t['owasp'])}</td>"
         f"<td>{escape(', '.join(t['attacks']))}</td></tr>"
-        for t in report.to_dict()["threats"]
+        for t in threat_table(report.attacks)
     )
     return (
         f"<table><tr><th>threat</th><th>MITRE ATLAS</th><th>OWASP ML Top 10</th><th>attacks run</th></tr>{rows}</table>"
