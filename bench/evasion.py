@@ -173,8 +173,9 @@ def main() -> None:
     ap.add_argument(
         "--suite",
         default="basic",
-        choices=["basic", "cw", "autoattack", "square", "hsj", "issue3", "all"],
-        help="basic: FGSM/PGD (issue 2); cw, autoattack, square, hsj: issue 3; issue3: those four",
+        choices=["basic", "cw", "autoattack", "square", "square-l2", "hsj", "issue3", "all"],
+        help="basic: FGSM/PGD (issue 2); cw, autoattack, square (Linf and L2), square-l2 (L2 only), hsj: issue 3; "
+        "issue3: cw, autoattack, square, hsj",
     )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--n", type=int, default=1000, help="images for the basic suite")

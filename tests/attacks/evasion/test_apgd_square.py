@@ -8,7 +8,7 @@ import torch
 from bastion import PGD, ConfigError, Norm, SklearnClassifier, ThreatModel
 from bastion.attacks import APGD, APGDT, Square
 from bastion.attacks.evasion.apgd import checkpoints
-from bastion.attacks.evasion.square import p_schedule
+from bastion.attacks.evasion.square import meta_square, p_schedule
 from bastion.data import Dataset
 from bastion.models.zoo import TrainedModel
 
@@ -69,12 +69,30 @@ def test_square_counts_queries_and_stops_on_success(digits_model: TrainedModel, 
 def test_square_l2_and_targeted(digits_model: TrainedModel, digits: Dataset) -> None:
     x, y = digits.x_test[:60], digits.y_test[:60]
     r = Square(ThreatModel(Norm.L2, 1.0), max_queries=300).run(digits_model.classifier, x, y, generator=_seed())
-    assert r.success_rate > 0.3 and float(r.norms.max()) <= 1.0 + 1e-5
+    # the paper's meta-square updates reach ~0.83 here; the earlier simplified pattern reached ~0.68
+    assert r.success_rate > 0.75 and float(r.norms.max()) <= 1.0 + 1e-5
     target = (y + 1) % 10
     t = Square(ThreatModel(Norm.LINF, 0.3, targeted=True), max_queries=300).run(
         digits_model.classifier, x, y, target=target, generator=_seed()
     )
     assert t.success_rate > 0.5 and torch.equal(t.adv_labels[t.success], target[t.success])
+
+
+@pytest.mark.parametrize(("sh", "sw"), [(7, 7), (5, 9), (1, 6), (1, 1)])
+def test_meta_square_is_two_opposite_bumps_of_unit_norm(sh: int, sw: int) -> None:
+    for transpose in (False, True):
+        pat = meta_square(sh, sw, transpose, torch.device("cpu"), torch.float64)
+        assert pat.shape == (sh, sw) and abs(float(pat.norm()) - 1.0) < 1e-9
+        if sh * sw == 1:
+            continue
+        across_rows = sh > 1 and not transpose
+        first, second = (pat[: sh // 2], pat[sh // 2 :]) if across_rows else (pat[:, : sw // 2], pat[:, sw // 2 :])
+        assert bool((first > 0).all()) and bool((second < 0).all())
+        # mass peaks at the centre of each half and falls off towards its edges
+        centre = float(first[first.shape[0] // 2, first.shape[1] // 2])
+        assert centre == float(first.max())
+        if first.numel() > 1:
+            assert centre > float(first[0, 0])
 
 
 def test_square_on_tabular_data_against_a_sklearn_model() -> None:

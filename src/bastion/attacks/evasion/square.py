@@ -59,29 +59,42 @@ def _signs(
     return bits.mul_(2).sub_(1)
 
 
-def _l2_pattern(sh: int, sw: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """A unit-L2 (sh, sw) pattern: a positive bump in one half and a negative one in the other.
+def _rect_bumps(rows: int, cols: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """Concentric rectangles around the centre, each adding 1/(k+1)^2: mass peaks in the middle and fades outwards.
 
-    This is the spirit of the paper's "meta-square" update (mass concentrated towards each half's centre, opposite
-    signs in the two halves) in a closed form that also works for one-row windows of tabular inputs.
+    The value at Chebyshev distance d from the centre is the sum of 1/(k+1)^2 over the rectangles k >= d that
+    cover it — the paper's "pseudo-Gaussian" building block, in closed form.
     """
-    r = torch.arange(sh, device=device, dtype=dtype).view(-1, 1)
-    c = torch.arange(sw, device=device, dtype=dtype).view(1, -1)
-    if sw >= sh:  # split along the longer side
-        half = max(1, sw // 2)
-        centre_a, centre_b, along, across, centre_x = (half - 1) / 2, half + (sw - half - 1) / 2, c, r, (sh - 1) / 2
+    rings = max(rows // 2, cols // 2) + 1
+    weights = 1.0 / torch.arange(1, rings + 1, device=device, dtype=dtype) ** 2
+    suffix = weights.flip(0).cumsum(0).flip(0)  # suffix[d] = sum_{k >= d} weights[k]
+    r = (torch.arange(rows, device=device) - rows // 2).abs().view(-1, 1)
+    c = (torch.arange(cols, device=device) - cols // 2).abs().view(1, -1)
+    return suffix[torch.maximum(r, c)]
+
+
+def meta_square(sh: int, sw: int, transpose: bool, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """The paper's L2 update pattern, unit L2 norm: two pseudo-Gaussian halves of opposite sign.
+
+    The window is split across its rows (or, with ``transpose``, its columns, as the paper picks at random); a
+    window one pixel high (tabular rows) is split across its columns.
+    """
+    split_rows = (sh > 1 and not transpose) or sw == 1
+    if split_rows:
+        top = sh // 2 if sh > 1 else 1
+        pat = (
+            torch.cat([_rect_bumps(top, sw, device, dtype), -_rect_bumps(sh - top, sw, device, dtype)], 0)
+            if sh > 1
+            else torch.ones(sh, sw, device=device, dtype=dtype)
+        )
     else:
-        half = max(1, sh // 2)
-        centre_a, centre_b, along, across, centre_x = (half - 1) / 2, half + (sh - half - 1) / 2, r, c, (sw - 1) / 2
-    dist_x = (across - centre_x).abs()
-    bump_a = 1.0 / ((along - centre_a).abs().maximum(dist_x) + 1) ** 2
-    bump_b = 1.0 / ((along - centre_b).abs().maximum(dist_x) + 1) ** 2
-    pat = (
-        torch.where(along < half, bump_a, -bump_b)
-        if max(sh, sw) > 1
-        else torch.ones(sh, sw, device=device, dtype=dtype)
-    )
+        left = sw // 2
+        pat = torch.cat([_rect_bumps(sh, left, device, dtype), -_rect_bumps(sh, sw - left, device, dtype)], 1)
     return pat / pat.norm().clamp_min(1e-12)
+
+
+def _coin(generator: torch.Generator | None, device: torch.device) -> bool:
+    return bool(_randint(2, 1, generator, device).item())
 
 
 @ATTACKS.register("square")
@@ -142,16 +155,39 @@ class Square(EvasionAttack):
             self._search(model, x, labels, idx, bounds, generator, state.x_adv, state.done, state.queries)
 
     def _init(self, x0: Tensor, bounds: Bounds, generator: torch.Generator | None) -> Tensor:
+        """Linf: vertical stripes of +-eps. L2: a grid of meta-squares with random signs, scaled to norm eps."""
         eps, lo, hi = self.threat.eps, bounds[0], bounds[1]
         img = _as_images(x0)
         b, c, _, w = img.shape
-        stripes = _signs((b, c, 1, w), generator, x0.device, x0.dtype).expand_as(img)
         if self.threat.norm is Norm.LINF:
-            delta = eps * stripes
+            delta = eps * _signs((b, c, 1, w), generator, x0.device, x0.dtype).expand_as(img)
         else:
-            delta = stripes / stripes.flatten(1).norm(dim=1).view(-1, 1, 1, 1) * eps
+            delta = self._l2_grid(img, generator)
+            delta = delta / delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1) * eps
         x_init = (img + delta).reshape(x0.shape).clamp(lo, hi)
         return project(x_init, x0, eps, self.threat.norm, bounds)
+
+    @staticmethod
+    def _l2_grid(img: Tensor, generator: torch.Generator | None) -> Tensor:
+        """The paper's L2 start: a 5x5 grid of meta-squares (side h // 5), each with its own random sign.
+
+        Inputs too small for the grid (tabular rows, tiny images) start from stripes of random sign instead.
+        """
+        b, c, h, w = img.shape
+        side = min(h, w) // 5
+        if side < 1:
+            return _signs((b, c, 1, w), generator, img.device, img.dtype).expand_as(img).clone()
+        top, left = (h - 5 * side) // 2, (w - 5 * side) // 2
+        cells_h, cells_w = (h - top) // side, (w - left) // side
+        pats = torch.stack([meta_square(side, side, t, img.device, img.dtype) for t in (False, True)])
+        pick = _randint(2, cells_h * cells_w, generator, img.device).view(cells_h, cells_w)
+        tiles = pats[pick]  # (cells_h, cells_w, side, side)
+        grid = tiles.permute(0, 2, 1, 3).reshape(cells_h * side, cells_w * side)
+        signs = _signs((b, c, cells_h, cells_w), generator, img.device, img.dtype)
+        signs = signs.repeat_interleave(side, 2).repeat_interleave(side, 3)
+        delta = torch.zeros_like(img)
+        delta[:, :, top : top + cells_h * side, left : left + cells_w * side] = grid * signs
+        return delta
 
     def _search(
         self,
@@ -185,6 +221,8 @@ class Square(EvasionAttack):
             b = idx.numel()
             p = p_schedule(self.p_init, it, self.max_queries)
             s = max(1, round(math.sqrt(p * n_features / c)))
+            if norm is Norm.L2 and min(h, w) >= 3:  # the paper's L2 windows: at least 3 wide, odd (a centre pixel)
+                s = max(s, 3) + (1 - max(s, 3) % 2)
             sh, sw = max(1, min(s, h - 1 if h > 1 else 1)), max(1, min(s, w - 1 if w > 1 else 1))
             top = _randint(h - sh + 1, b, generator, x.device)
             left = _randint(w - sw + 1, b, generator, x.device)
@@ -200,8 +238,9 @@ class Square(EvasionAttack):
                 cand_delta = self._l2_update(delta, mask, top, left, sh, sw, generator)
             if norm is Norm.LINF:  # every entry of cand_delta is +-eps or an earlier in-ball value: bounds suffice
                 cand = (img0 + cand_delta).reshape(x0.shape).clamp_(bounds[0], bounds[1])
-            else:
-                cand = project((img0 + cand_delta).reshape(x0.shape), x0, eps, norm, bounds)
+            else:  # the paper spends the whole budget: rescale to norm eps, then bounds and projection
+                scale = eps / cand_delta.flatten(1).norm(dim=1).clamp_min(1e-12)
+                cand = project((img0 + cand_delta * scale.view(-1, 1, 1, 1)).reshape(x0.shape), x0, eps, norm, bounds)
             m_new = self._margin(model, cand, lab)
             queries[idx] += 1
             better = m_new < m_best
@@ -221,21 +260,27 @@ class Square(EvasionAttack):
         sw: int,
         generator: torch.Generator | None,
     ) -> Tensor:
-        """Move the L2 mass of two windows (plus any unused budget) into the first, shaped by a unit pattern."""
+        """The paper's L2 step: move the mass of two windows (plus any unused budget) into the first.
+
+        The first window gets its old direction plus a meta-square of random sign, rescaled per channel so the
+        whole perturbation keeps its L2 norm; the second window is cleared. The caller rescales to norm eps.
+        """
         b, c, h, w = delta.shape
         eps = self.threat.eps
         top2 = _randint(h - sh + 1, b, generator, delta.device)
         left2 = _randint(w - sw + 1, b, generator, delta.device)
         mask2 = _window_mask(h, w, top2, left2, sh, sw) & ~mask1
         sq = delta.pow(2)
-        mass = (sq * (mask1 | mask2)).sum((2, 3))  # (B, C)
-        spare = (eps**2 - sq.flatten(1).sum(1)).clamp_min(0).view(-1, 1) / c
-        budget = (mass + spare).sqrt()
-        pat = _l2_pattern(sh, sw, delta.device, delta.dtype)
+        old = delta * mask1
+        old_norm = old.pow(2).sum((2, 3), keepdim=True).sqrt()
+        mass = (sq * (mask1 | mask2)).sum((2, 3), keepdim=True)  # (B, C, 1, 1)
+        spare = (eps**2 - sq.flatten(1).sum(1)).clamp_min(0).view(-1, 1, 1, 1) / c
+        pat = meta_square(sh, sw, _coin(generator, delta.device), delta.device, delta.dtype)
         rr = (torch.arange(h, device=delta.device)[None, :, None] - top1.view(-1, 1, 1)).clamp(0, sh - 1)
         cc = (torch.arange(w, device=delta.device)[None, None, :] - left1.view(-1, 1, 1)).clamp(0, sw - 1)
         placed = (pat.flatten()[rr * sw + cc] * mask1.squeeze(1)).unsqueeze(1)  # (B, 1, H, W), zero outside
         signs = _signs((b, c, 1, 1), generator, delta.device, delta.dtype)
-        new = signs * budget.view(b, c, 1, 1) * placed
+        new = signs * placed + old / (old_norm + 1e-10)
+        new = new / new.pow(2).sum((2, 3), keepdim=True).sqrt().clamp_min(1e-12) * (mass + spare).sqrt()
         out = torch.where(mask1, new, delta)
         return torch.where(mask2, torch.zeros_like(out), out)
