@@ -1,0 +1,1 @@
+"""Defenses: training-time hardening, data cleaning, and the serve-time transforms around a model."""
