@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -74,3 +75,13 @@ def label_problems(y: object, *, name: str, n: int | None, num_classes: int) -> 
 def raise_if(problems: list[str], what: str) -> None:
     if problems:
         raise InputValidationError(f"invalid {what}", problems=problems)
+
+
+def pydantic_problems(error: Any) -> list[str]:
+    """One line per problem of a pydantic ``ValidationError``: ``where.in.the.file: what is wrong``."""
+    out = []
+    for err in error.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        out.append(f"{loc}: {msg}")
+    return out

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bastion._validate import pydantic_problems
 from bastion.attacks import create_attack
 from bastion.attacks.base import Attack
 from bastion.errors import BastionError, PolicyError
@@ -126,15 +127,6 @@ class Policy(_Strict):
             raise PolicyError("the policy configures attacks that cannot run", problems=problems)
 
 
-def _format_validation(e: ValidationError) -> list[str]:
-    out = []
-    for err in e.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"].removeprefix("Value error, ")
-        out.append(f"{loc}: {msg}")
-    return out
-
-
 def parse_policy(data: Any, *, source: str = "policy") -> Policy:
     """Validate policy data (a mapping as read from YAML/JSON)."""
     if not isinstance(data, dict):
@@ -142,7 +134,7 @@ def parse_policy(data: Any, *, source: str = "policy") -> Policy:
     try:
         policy = Policy.model_validate(data)
     except ValidationError as e:
-        raise PolicyError(f"{source} is not a valid assess policy", problems=_format_validation(e)) from None
+        raise PolicyError(f"{source} is not a valid assess policy", problems=pydantic_problems(e)) from None
     policy.check_attacks()
     return policy
 

@@ -13,7 +13,11 @@ from bastion._torch import configure_threads
 from bastion._version import __version__
 from bastion.cli._console import err_console
 from bastion.cli.assess import assess
+from bastion.cli.audit import audit_app
 from bastion.cli.demo import demo
+from bastion.cli.incidents import incidents_app
+from bastion.cli.keys import keys_app
+from bastion.cli.serve import serve
 from bastion.cli.train import train
 from bastion.errors import BastionError
 
@@ -27,6 +31,10 @@ app = typer.Typer(
 app.command()(train)
 app.command()(assess)
 app.command()(demo)
+app.command()(serve)
+app.add_typer(keys_app, name="keys")
+app.add_typer(incidents_app, name="incidents")
+app.add_typer(audit_app, name="audit")
 
 
 def _print_version(value: bool) -> None:

@@ -1,0 +1,30 @@
+"""`bastion audit export`: the gateway's audit log as JSON lines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bastion.cli._console import console
+
+audit_app = typer.Typer(help="Export the gateway's audit log.", no_args_is_help=True)
+
+
+@audit_app.command("export")
+def export(
+    out: Annotated[Path, typer.Option("--out", "-o", help="JSON-lines file to write")] = Path("audit.jsonl"),
+    config: Annotated[Path, typer.Option("--config", "-c", help="gateway YAML")] = Path("gateway.yaml"),
+    after: Annotated[int, typer.Option(min=0, help="only events with a larger event_id")] = 0,
+) -> None:
+    """Write every audit event (one JSON object per line), oldest first."""
+    from bastion.gateway.admin import open_admin
+    from bastion.gateway.config import load_config
+
+    h = open_admin(load_config(config))
+    try:
+        n = h.audit.export(out, after)
+    finally:
+        h.close()
+    console.print(f"wrote {n} audit events to {out}")

@@ -1,0 +1,301 @@
+"""The HTTP face of the gateway: a thin FastAPI app over the framework-free pipeline.
+
+Every endpoint but ``/healthz`` takes ``Authorization: Bearer <key>``. Errors always have the shape
+``{"error": {"code": ..., "message": ...}}`` with a 4xx status for anything the client sent; an unexpected failure
+is a 500 with a reference id and no trace (the trace goes to the server log).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from bastion._version import __version__
+from bastion.gateway.auth import Principal
+from bastion.gateway.errors import GatewayError
+from bastion.gateway.pipeline import Gateway, PredictRequest
+from bastion.monitors.threat import ThreatLevel
+
+log = logging.getLogger("bastion.gateway")
+
+_ERROR = {"description": "Refused", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+_ERRORS: dict[int | str, dict[str, Any]] = {code: _ERROR for code in (400, 401, 403, 404, 409, 413, 415, 422, 429)}
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    request_id: str | None = Field(None, description="the audit event of this request, when it got that far")
+
+
+class Error(BaseModel):
+    error: ErrorDetail
+
+
+class PredictResponse(BaseModel):
+    request_id: str
+    model: str
+    labels: list[int]
+    release: str = Field(description="labels, top_k or scores: how much this answer reveals")
+    threat_level: str
+    scores: list[list[float]] | None = None
+    top_k: list[list[dict[str, float]]] | None = None
+
+
+class NewKey(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+    scopes: list[str] = Field(min_length=1, max_length=3)
+
+
+class IncidentUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: str = Field(pattern="^(acknowledged|resolved)$")
+    note: str = Field("", max_length=2000)
+
+
+class LevelUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    level: str | None = Field(None, description="normal, elevated or under_attack; null resets and unpins the key")
+    reason: str = Field("", max_length=2000)
+
+
+def _token(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+def _client(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    """The body, but never more than ``limit + 1`` bytes of it (enough to know it is too large)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return b"\0" * (limit + 1)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            break
+    return b"".join(chunks)
+
+
+def create_app(gateway: Gateway) -> FastAPI:
+    """The FastAPI app serving ``gateway``."""
+    app = FastAPI(
+        title="Bastion gateway",
+        version=__version__,
+        description="A protected inference API: keys, limits, validation, monitors, threat levels and an audit log.",
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.gateway = gateway
+    metrics = gateway.metrics
+
+    @app.exception_handler(GatewayError)
+    async def _gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
+        metrics.requests.labels(request.url.path.split("/")[-1] or "/", str(exc.status)).inc()
+        return JSONResponse(exc.to_dict(), status_code=exc.status, headers=exc.headers or None)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'body'}: {e.get('msg', 'invalid')}"
+            for e in exc.errors()
+        )
+        return _error(422, "bad_request", problems or "the request body is not valid for this endpoint")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        message = {404: f"no endpoint {request.url.path}", 405: f"{request.method} is not allowed here"}.get(
+            exc.status_code, str(exc.detail)
+        )
+        return _error(exc.status_code, code, message)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        ref = uuid.uuid4().hex[:12]
+        log.exception("unexpected error %s on %s %s", ref, request.method, request.url.path)
+        return _error(500, "internal", f"internal error (reference {ref}); the request may be retried")
+
+    async def admin(request: Request, action: str, fn: Any) -> Any:
+        return await run_in_threadpool(gateway.admin, _token(request), action, fn, _client(request))
+
+    async def any_key(request: Request, action: str, fn: Any) -> Any:
+        return await run_in_threadpool(gateway.keyed, _token(request), action, fn, _client(request))
+
+    @app.get("/healthz", tags=["service"])
+    async def healthz() -> dict[str, str]:
+        """Liveness: the only endpoint that needs no key."""
+        return {"status": "ok"}
+
+    @app.get("/openapi.json", tags=["service"], include_in_schema=False)
+    async def openapi(request: Request) -> JSONResponse:
+        await any_key(request, "openapi", lambda p: None)
+        return JSONResponse(app.openapi())
+
+    @app.get("/metrics", tags=["service"], response_class=Response, responses=_ERRORS)
+    async def prometheus(request: Request) -> Response:
+        """Prometheus metrics (any valid key)."""
+        await any_key(request, "metrics", lambda p: None)
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/v1/models", tags=["predict"], responses=_ERRORS)
+    async def list_models(request: Request) -> dict[str, Any]:
+        """The served models: input shape, classes, bounds, ensemble size."""
+
+        def run(_: Principal) -> dict[str, Any]:
+            return {
+                "models": [
+                    {
+                        "name": n,
+                        "input_shape": list(m.spec.input_shape),
+                        "num_classes": m.spec.num_classes,
+                        "bounds": list(m.spec.bounds),
+                        "members": len(m),
+                    }
+                    for n, m in gateway.models.items()
+                ]
+            }
+
+        result: dict[str, Any] = await any_key(request, "models", run)
+        return result
+
+    @app.post(
+        "/v1/models/{name}/predict",
+        tags=["predict"],
+        response_model=PredictResponse,
+        responses=_ERRORS,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["inputs"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "inputs": {
+                                    "type": "array",
+                                    "description": "a batch of inputs, each a nested list of the model's input shape",
+                                    "items": {},
+                                }
+                            },
+                        }
+                    }
+                },
+            }
+        },
+    )
+    async def predict(name: str, request: Request) -> JSONResponse:
+        """Predict a batch. What comes back (labels, top-k or scores) depends on the key's scope and threat level."""
+        body = await _read_limited(request, gateway.config.limits.max_body_bytes)
+        req = PredictRequest(_token(request), name, body, request.headers.get("content-type"), _client(request))
+        reply = await run_in_threadpool(gateway.predict, req)
+        metrics.requests.labels("predict", "200").inc()
+        return JSONResponse(reply.to_dict())
+
+    @app.get("/v1/admin/keys", tags=["admin"], responses=_ERRORS)
+    async def list_keys(request: Request) -> dict[str, Any]:
+        def run(_: Principal) -> dict[str, Any]:
+            return {
+                "keys": [
+                    {
+                        "key_id": k.key_id,
+                        "name": k.name,
+                        "scopes": list(k.scopes),
+                        "created_at": k.created_at,
+                        "revoked_at": k.revoked_at,
+                    }
+                    for k in gateway.keys.list()
+                ]
+            }
+
+        result: dict[str, Any] = await admin(request, "list_keys", run)
+        return result
+
+    @app.post("/v1/admin/keys", tags=["admin"], status_code=201, responses=_ERRORS)
+    async def create_key(request: Request, body: NewKey) -> dict[str, Any]:
+        """Create a key. The key is in this response only: it is stored as a keyed hash."""
+
+        def run(_: Principal) -> dict[str, Any]:
+            try:
+                record, key = gateway.keys.create(body.name, body.scopes)
+            except Exception as exc:  # InputValidationError from scope checks
+                raise GatewayError(422, "bad_request", str(exc).splitlines()[0]) from None
+            return {"key_id": record.key_id, "name": record.name, "scopes": list(record.scopes), "key": key}
+
+        result: dict[str, Any] = await admin(request, "create_key", run)
+        return result
+
+    @app.delete("/v1/admin/keys/{key_id}", tags=["admin"], responses=_ERRORS)
+    async def revoke_key(request: Request, key_id: str) -> dict[str, Any]:
+        """Revoke a key; it stops working with the next request."""
+
+        def run(_: Principal) -> dict[str, Any]:
+            if not gateway.keys.revoke(key_id):
+                raise GatewayError(404, "no_such_key", f"no active key {key_id!r}")
+            return {"key_id": key_id, "revoked": True}
+
+        result: dict[str, Any] = await admin(request, "revoke_key", run)
+        return result
+
+    @app.get("/v1/admin/incidents", tags=["admin"], responses=_ERRORS)
+    async def list_incidents(request: Request, status: str | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = await admin(
+            request, "list_incidents", lambda _: {"incidents": [i.to_dict() for i in gateway.incidents.list(status)]}
+        )
+        return result
+
+    @app.post("/v1/admin/incidents/{incident_id}", tags=["admin"], responses=_ERRORS)
+    async def update_incident(request: Request, incident_id: int, body: IncidentUpdate) -> dict[str, Any]:
+        """Acknowledge or resolve an incident."""
+        result: dict[str, Any] = await admin(
+            request,
+            "update_incident",
+            lambda p: gateway.incidents.transition(incident_id, body.status, p.key_id, body.note).to_dict(),
+        )
+        return result
+
+    @app.get("/v1/admin/threat", tags=["admin"], responses=_ERRORS)
+    async def threat(request: Request) -> dict[str, Any]:
+        """The service's threat level and every key above normal."""
+        result: dict[str, Any] = await admin(request, "threat", lambda _: gateway.status())
+        return result
+
+    @app.put("/v1/admin/threat/{key_id}", tags=["admin"], responses=_ERRORS)
+    async def set_level(request: Request, key_id: str, body: LevelUpdate) -> dict[str, Any]:
+        """Pin a key's threat level, or reset it (level null) to normal."""
+
+        def run(p: Principal) -> dict[str, Any]:
+            try:
+                level = None if body.level is None else ThreatLevel.parse(body.level)
+            except ValueError as exc:
+                raise GatewayError(422, "bad_request", str(exc)) from None
+            return gateway.set_level(key_id, level, p.key_id, body.reason)
+
+        result: dict[str, Any] = await admin(request, "set_level", run)
+        return result
+
+    return app

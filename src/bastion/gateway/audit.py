@@ -1,0 +1,42 @@
+"""The audit log: one event per request, committed before the response leaves, exportable as JSON lines."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from torch import Tensor
+
+from bastion.gateway.errors import GatewayError
+from bastion.gateway.store.base import AuditEvent, AuditStore
+
+
+def input_hash(x: Tensor | bytes) -> str:
+    """sha256 of the validated float32 inputs (or of the raw body when the request never got that far)."""
+    data = x if isinstance(x, bytes) else x.detach().to("cpu").contiguous().numpy().tobytes()
+    return hashlib.sha256(data).hexdigest()
+
+
+class AuditLog:
+    """Writes events through an AuditStore; a failed write becomes a 503 so no answer goes out unrecorded."""
+
+    def __init__(self, store: AuditStore) -> None:
+        self.store = store
+
+    def record(self, event: AuditEvent) -> int:
+        try:
+            return self.store.append(event)
+        except Exception as exc:  # any database failure: refuse to answer rather than answer unaudited
+            raise GatewayError(
+                503, "audit_unavailable", "the audit log could not be written; the request was not served, retry"
+            ) from exc
+
+    def export(self, path: str | Path, after_id: int = 0) -> int:
+        """Write every event after ``after_id`` to ``path`` as JSON lines; returns how many."""
+        n = 0
+        with Path(path).open("w") as fh:
+            for ev in self.store.iter_events(after_id):
+                fh.write(json.dumps(ev.to_dict(), separators=(",", ":")) + "\n")
+                n += 1
+        return n

@@ -1,0 +1,74 @@
+"""Build each served model's monitors from the configuration, calibrated on clean (training) data of its input space."""
+
+from __future__ import annotations
+
+import torch
+
+from bastion.data import load_dataset
+from bastion.defenses.ensemble import Ensemble
+from bastion.errors import ConfigError
+from bastion.gateway.config import GatewayConfig
+from bastion.models.zoo import read_card
+from bastion.monitors.base import Monitor
+from bastion.monitors.confidence import ConfidenceMonitor
+from bastion.monitors.query_patterns import ExtractionMonitor, ProbingMonitor
+
+CALIBRATION_INPUTS = 2_000
+
+
+def _clean_inputs(config: GatewayConfig, name: str, model: Ensemble) -> torch.Tensor:
+    dataset = config.monitors.baseline
+    if dataset is None:
+        card = read_card(config.models[name].paths[0])
+        dataset = str(card.dataset.get("name", ""))
+    data = load_dataset(dataset)
+    x = data.x_train[:CALIBRATION_INPUTS]  # calibrate on data the clients will not send: the training split
+    if tuple(x.shape[1:]) != tuple(model.spec.input_shape):
+        raise ConfigError(
+            f"monitors.baseline dataset {dataset!r} has inputs {tuple(x.shape[1:])}, model {name!r} takes "
+            f"{model.spec.input_shape}: name a dataset of the model's input space"
+        )
+    return x
+
+
+def build_monitors(config: GatewayConfig, models: dict[str, Ensemble]) -> dict[str, list[Monitor]]:
+    """Per served model: its confidence, extraction and probing monitors, as enabled in ``config.monitors``."""
+    mc = config.monitors
+    out: dict[str, list[Monitor]] = {}
+    for name, model in models.items():
+        monitors: list[Monitor] = []
+        if not (mc.confidence.enabled or mc.extraction.enabled or mc.probing.enabled):
+            out[name] = monitors
+            continue
+        clean = _clean_inputs(config, name, model)
+        if mc.confidence.enabled:
+            with torch.no_grad():
+                probs = model.predict(clean).probs
+            monitors.append(
+                ConfidenceMonitor.from_probabilities(
+                    probs,
+                    window=mc.confidence.window,
+                    min_queries=mc.confidence.min_queries,
+                    p_value=mc.confidence.p_value,
+                )
+            )
+        if mc.extraction.enabled:
+            monitors.append(
+                ExtractionMonitor(
+                    threshold=mc.extraction.threshold,
+                    min_queries=mc.extraction.min_queries,
+                    max_history=mc.extraction.max_history,
+                )
+            )
+        if mc.probing.enabled:
+            monitors.append(
+                ProbingMonitor.calibrate(
+                    clean,
+                    k=mc.probing.k,
+                    percentile=mc.probing.percentile,
+                    history=mc.probing.history,
+                    hits=mc.probing.hits,
+                )
+            )
+        out[name] = monitors
+    return out

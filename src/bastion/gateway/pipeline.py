@@ -1,0 +1,356 @@
+"""The gateway's request pipeline, free of any web framework: the FastAPI app and tests call the same code.
+
+    authenticate -> quarantine check -> burst limit -> parse and validate -> input budget -> model(s)
+      -> monitors -> threat level -> postprocess (per scope and level) -> audit event -> response
+
+The monitors run before postprocessing so that a request which trips an alert is already answered at the new
+level. Every request, refused or answered, writes exactly one audit event, committed before the caller gets the
+answer; if that write fails the request is refused (503) rather than answered unaudited.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+from bastion.defenses.ensemble import Ensemble
+from bastion.defenses.postprocessing import Chain, Release, create_chain
+from bastion.gateway.audit import AuditLog, input_hash
+from bastion.gateway.auth import AuthError, KeyManager, Principal, Scope, load_secret
+from bastion.gateway.config import GatewayConfig, LevelPolicy
+from bastion.gateway.errors import GatewayError
+from bastion.gateway.incidents import IncidentManager
+from bastion.gateway.metrics import GatewayMetrics
+from bastion.gateway.ratelimit import RateLimiter
+from bastion.gateway.store.base import AuditEvent, LevelChange, Store
+from bastion.gateway.validation import parse_body, to_batch
+from bastion.monitors.base import Alert, Monitor, QueryEvent
+from bastion.monitors.threat import LevelTransition, ThreatLevel, ThreatSettings, ThreatTracker
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PredictRequest:
+    token: str | None
+    model: str
+    body: bytes
+    content_type: str | None
+    client: str | None = None
+
+
+@dataclass(frozen=True)
+class PredictReply:
+    request_id: str
+    model: str
+    labels: list[int]
+    release: str
+    threat_level: str
+    scores: list[list[float]] | None = None
+    top_k: list[list[dict[str, float | int]]] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "request_id": self.request_id,
+            "model": self.model,
+            "labels": self.labels,
+            "release": self.release,
+            "threat_level": self.threat_level,
+        }
+        if self.scores is not None:
+            out["scores"] = self.scores
+        if self.top_k is not None:
+            out["top_k"] = self.top_k
+        return out
+
+
+@dataclass
+class _Trace:
+    """What the audit event of one request will say; filled in as the request moves through the pipeline."""
+
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    key_id: str | None = None
+    model: str | None = None
+    n_inputs: int = 0
+    input_hash: str | None = None
+    output: dict[str, Any] = field(default_factory=dict)
+    alerts: list[Alert] = field(default_factory=list)
+
+
+class Gateway:
+    """Authentication, limits, validation, models, monitors, threat levels, incidents and audit, as one object."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        store: Store,
+        models: dict[str, Ensemble],
+        monitors: dict[str, list[Monitor]] | None = None,
+        *,
+        secret: bytes,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.models = models
+        self.monitors = {name: list((monitors or {}).get(name, [])) for name in models}
+        self.clock = clock
+        self.keys = KeyManager(store, secret)
+        r = config.rate
+        self.limiter = RateLimiter(r.requests_per_second, r.inputs_per_minute, r.inputs_per_day, r.storage)
+        t = config.threat
+        self.threat = ThreatTracker(
+            ThreatSettings(
+                t.window_s,
+                t.elevated_after,
+                t.under_attack_after,
+                t.quiet_period_s,
+                t.service_elevated_keys,
+                t.service_under_attack_keys,
+            )
+        )
+        self.incidents = IncidentManager(store)
+        self.audit = AuditLog(store)
+        self.metrics = GatewayMetrics()
+        self._chains: dict[ThreatLevel, Chain] = {
+            level: create_chain(self._policy(level).postprocess) for level in ThreatLevel
+        }
+        self._labels_only = create_chain(["label_only"])
+        self._monitor_lock = threading.Lock()
+        self.started = clock()
+
+    @classmethod
+    def from_config(cls, config: GatewayConfig, *, monitors: bool = True) -> Gateway:
+        """Open the store, the server secret and every served model named in ``config``, with calibrated monitors."""
+        from bastion.gateway.store.sql import SqlStore
+        from bastion.models.zoo import load_model
+
+        torch.set_num_threads(config.threads)
+        store = SqlStore(config.database, synchronous=config.audit.synchronous)
+        secret = load_secret(Path(str(config.secret_file)))
+        models = {
+            name: Ensemble([load_model(p).classifier for p in entry.paths]) for name, entry in config.models.items()
+        }
+        built = None
+        if monitors:
+            from bastion.gateway.monitoring import build_monitors
+
+            built = build_monitors(config, models)
+        return cls(config, store, models, built, secret=secret)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def _policy(self, level: ThreatLevel) -> LevelPolicy:
+        lv = self.config.levels
+        return {
+            ThreatLevel.NORMAL: lv.normal,
+            ThreatLevel.ELEVATED: lv.elevated,
+            ThreatLevel.UNDER_ATTACK: lv.under_attack,
+        }[level]
+
+    # ---- the audit wrapper every entry point goes through
+    def _audited(self, trace: _Trace, decision: str, client: str | None, fn: Callable[[], T]) -> T:
+        t0 = time.perf_counter()
+        status, outcome = 200, decision
+        try:
+            result = fn()
+        except GatewayError as exc:
+            status, outcome = exc.status, f"refused:{exc.code}"
+            self._write_audit(trace, outcome, status, t0, client)
+            exc.request_id = trace.request_id
+            raise
+        except AuthError as exc:
+            status, outcome = exc.status, f"refused:{exc.code}"
+            self._write_audit(trace, outcome, status, t0, client)
+            err = GatewayError(exc.status, exc.code, exc.message)
+            err.request_id = trace.request_id
+            raise err from None
+        except Exception:
+            self._write_audit(trace, "error", 500, t0, client)
+            raise
+        self._write_audit(trace, outcome, status, t0, client)
+        return result
+
+    def _write_audit(self, trace: _Trace, decision: str, status: int, t0: float, client: str | None) -> None:
+        event = AuditEvent(
+            time=self.clock(),
+            request_id=trace.request_id,
+            key_id=trace.key_id,
+            model=trace.model,
+            input_hash=trace.input_hash,
+            n_inputs=trace.n_inputs,
+            decision=decision,
+            status=status,
+            latency_ms=(time.perf_counter() - t0) * 1000,
+            output=trace.output,
+            alerts=[a.to_dict() for a in trace.alerts],
+            client=client,
+        )
+        self.audit.record(event)
+
+    def authenticate(self, token: str | None, scope: Scope) -> Principal:
+        principal = self.keys.authenticate(token)
+        self.keys.require(principal, scope)
+        return principal
+
+    # ---- predict
+    def predict(self, req: PredictRequest) -> PredictReply:
+        trace = _Trace(model=req.model)
+        t0 = time.perf_counter()
+        try:
+            reply = self._audited(trace, "answered", req.client, lambda: self._predict(req, trace))
+        finally:
+            self.metrics.latency.observe(time.perf_counter() - t0)
+        return reply
+
+    def _predict(self, req: PredictRequest, trace: _Trace) -> PredictReply:
+        trace.input_hash = input_hash(req.body)
+        principal = self.keys.authenticate(req.token)
+        trace.key_id = principal.key_id
+        if not (principal.allows(Scope.PREDICT_LABELS) or principal.allows(Scope.PREDICT_SCORES)):
+            raise GatewayError(403, "forbidden", "this key lacks a predict scope (predict:labels or predict:scores)")
+        level = self.threat.level(principal.key_id)
+        policy = self._policy(level)
+        if policy.quarantine:
+            raise GatewayError(
+                403,
+                "quarantined",
+                f"this key is quarantined (threat level {level.label}); an administrator can review and reset it",
+            )
+        decision = self.limiter.charge_request(principal.key_id, policy.rate_factor)
+        if not decision.allowed:
+            raise GatewayError(
+                429, "rate_limited", decision.message, headers={"Retry-After": str(decision.retry_after)}
+            )
+        model = self.models.get(req.model)
+        if model is None:
+            raise GatewayError(404, "unknown_model", f"no model named {req.model!r}; served: {', '.join(self.models)}")
+        limits = self.config.limits
+        data = parse_body(req.body, req.content_type, limits.max_body_bytes)
+        x = to_batch(data, model.spec, limits.max_batch, raw=req.body)
+        trace.n_inputs = int(x.shape[0])
+        trace.input_hash = input_hash(x)
+        decision = self.limiter.charge_inputs(principal.key_id, trace.n_inputs, policy.rate_factor)
+        if not decision.allowed:
+            status = 413 if decision.too_large else 429
+            headers = {} if decision.too_large else {"Retry-After": str(decision.retry_after)}
+            raise GatewayError(status, "rate_limited", decision.message, headers=headers)
+        out = model.predict(x)
+        labels = out.probs.argmax(1)
+        now = self.clock()
+        trace.alerts = self._observe(QueryEvent(principal.key_id, req.model, now, x.flatten(1), out.probs, labels))
+        level = self.threat.level(principal.key_id)
+        chain = self._chains[level] if principal.allows(Scope.PREDICT_SCORES) else self._labels_only
+        released = chain(out.probs)
+        reply = self._reply(trace.request_id, req.model, labels, released, chain, level)
+        trace.output = {
+            "labels": reply.labels,
+            "release": reply.release,
+            "threat_level": reply.threat_level,
+            "disagreement": round(float(out.disagreement.mean()), 4),
+        }
+        self.metrics.inputs.labels(req.model).inc(trace.n_inputs)
+        if len(model) > 1:
+            for d in out.disagreement.tolist():
+                self.metrics.disagreement.observe(d)
+        return reply
+
+    @staticmethod
+    def _reply(
+        request_id: str, model: str, labels: torch.Tensor, released: torch.Tensor, chain: Chain, level: ThreatLevel
+    ) -> PredictReply:
+        rel = chain.release
+        scores = top_k = None
+        if rel is Release.SCORES:
+            scores = [[round(float(v), 6) for v in row] for row in released.tolist()]
+        elif rel is Release.TOP_K:
+            k = chain.k or 1
+            vals, idx = released.topk(min(k, released.shape[1]), dim=1)
+            top_k = [
+                [{"label": int(i), "score": round(float(v), 6)} for v, i in zip(vr, ir, strict=True)]
+                for vr, ir in zip(vals.tolist(), idx.tolist(), strict=True)
+            ]
+        return PredictReply(request_id, model, labels.tolist(), rel.name.lower(), level.label, scores, top_k)
+
+    def _observe(self, event: QueryEvent) -> list[Alert]:
+        with self._monitor_lock:
+            alerts: list[Alert] = []
+            for m in self.monitors.get(event.model, []):
+                alerts.extend(m.observe(event))
+            transitions = self.threat.observe(alerts, event.time)
+        for a in alerts:
+            self.metrics.alerts.labels(a.kind).inc()
+            incident = self.incidents.record_alert(a)
+            a.evidence.setdefault("incident_id", incident.incident_id)
+        self._apply(transitions)
+        return alerts
+
+    def _apply(self, transitions: list[LevelTransition]) -> None:
+        for tr in transitions:
+            self.store.add_level_change(
+                LevelChange(tr.time, tr.key_id, tr.old.label, tr.new.label, tr.reason, tr.actor)
+            )
+            policy = self._policy(tr.new)
+            detail = {
+                "from": tr.old.label,
+                "to": tr.new.label,
+                "reason": tr.reason,
+                "by": tr.actor,
+                "output": [s if isinstance(s, str) else dict(s) for s in policy.postprocess] or "full scores",
+                "rate_factor": policy.rate_factor,
+                "quarantine": policy.quarantine,
+            }
+            self.incidents.add_action(tr.key_id, "threat_level", detail, tr.time)
+        self.metrics.service_level.set(int(self.threat.service_level))
+        self.metrics.keys_under_attack.set(len(self.threat.snapshot()))
+
+    # ---- admin
+    def admin(self, token: str | None, action: str, fn: Callable[[Principal], T], client: str | None = None) -> T:
+        """Run an admin action for a key with the admin scope; audited like any request."""
+        trace = _Trace()
+
+        def run() -> T:
+            principal = self.authenticate(token, Scope.ADMIN)
+            trace.key_id = principal.key_id
+            return fn(principal)
+
+        return self._audited(trace, f"admin:{action}", client, run)
+
+    def keyed(self, token: str | None, action: str, fn: Callable[[Principal], T], client: str | None = None) -> T:
+        """Run a read-only action for any valid key (metrics, the model list, the schema); audited."""
+        trace = _Trace()
+
+        def run() -> T:
+            principal = self.keys.authenticate(token)
+            trace.key_id = principal.key_id
+            return fn(principal)
+
+        return self._audited(trace, action, client, run)
+
+    def set_level(self, key_id: str, level: ThreatLevel | None, actor: str, reason: str) -> dict[str, Any]:
+        """Pin a key's level (``None``: reset it to normal and unpin it)."""
+        if self.store.get_key(key_id) is None:
+            raise GatewayError(404, "no_such_key", f"no key {key_id!r}")
+        now = self.clock()
+        if level is None:
+            transitions = self.threat.reset(key_id, now, actor, reason or "reset by an administrator")
+        else:
+            transitions = self.threat.pin(key_id, level, now, actor, reason or "set by an administrator")
+        self._apply(transitions)
+        return {"key_id": key_id, "level": self.threat.level(key_id).label}
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "service_level": self.threat.service_level.label,
+            "keys": self.threat.snapshot(),
+            "models": {n: {"members": len(m), "input_shape": list(m.spec.input_shape)} for n, m in self.models.items()},
+            "uptime_s": round(self.clock() - self.started, 1),
+        }

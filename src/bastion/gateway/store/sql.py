@@ -1,0 +1,301 @@
+"""The gateway's store over SQLAlchemy Core: SQLite by default (WAL mode), any SQLAlchemy URL otherwise.
+
+Each write commits before it returns. With SQLite in WAL mode a committed transaction is in the write-ahead log on
+disk, so it survives the process being killed at any instant; ``synchronous`` chooses whether it also survives the
+machine losing power (``FULL``: an fsync per commit) or not (``NORMAL``, the default: cheaper, still safe against a
+killed process).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from bastion.errors import ConfigError
+from bastion.gateway.store.base import AuditEvent, IncidentRecord, KeyRecord, LevelChange
+
+_META = sa.MetaData()
+
+KEYS = sa.Table(
+    "api_keys",
+    _META,
+    sa.Column("key_id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("scopes", sa.String(200), nullable=False),
+    sa.Column("secret_hash", sa.String(128), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("revoked_at", sa.Float, nullable=True),
+)
+
+AUDIT = sa.Table(
+    "audit_events",
+    _META,
+    sa.Column("event_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("time", sa.Float, nullable=False, index=True),
+    sa.Column("request_id", sa.String(64), nullable=False),
+    sa.Column("key_id", sa.String(32), nullable=True, index=True),
+    sa.Column("model", sa.String(200), nullable=True),
+    sa.Column("input_hash", sa.String(64), nullable=True),
+    sa.Column("n_inputs", sa.Integer, nullable=False),
+    sa.Column("decision", sa.String(64), nullable=False),
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.Column("output", sa.Text, nullable=False),
+    sa.Column("alerts", sa.Text, nullable=False),
+    sa.Column("client", sa.String(100), nullable=True),
+)
+
+INCIDENTS = sa.Table(
+    "incidents",
+    _META,
+    sa.Column("incident_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(100), nullable=False),
+    sa.Column("key_id", sa.String(32), nullable=True, index=True),
+    sa.Column("severity", sa.String(20), nullable=False),
+    sa.Column("atlas", sa.String(40), nullable=False),
+    sa.Column("summary", sa.Text, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False, index=True),
+    sa.Column("opened_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("alert_count", sa.Integer, nullable=False),
+    sa.Column("evidence", sa.Text, nullable=False),
+    sa.Column("actions", sa.Text, nullable=False),
+    sa.Column("notes", sa.Text, nullable=False),
+)
+
+LEVELS = sa.Table(
+    "threat_level_changes",
+    _META,
+    sa.Column("change_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("time", sa.Float, nullable=False),
+    sa.Column("key_id", sa.String(32), nullable=True, index=True),
+    sa.Column("old", sa.String(20), nullable=False),
+    sa.Column("new", sa.String(20), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("actor", sa.String(64), nullable=False),
+)
+
+
+def database_url(target: str | Path) -> str:
+    """A SQLAlchemy URL from either a URL or a path to an SQLite file."""
+    text = str(target)
+    if "://" in text:
+        return text
+    return f"sqlite:///{Path(text).expanduser().resolve()}"
+
+
+class SqlStore:
+    """Keys, audit events, incidents and threat-level changes in one database."""
+
+    def __init__(self, target: str | Path, *, synchronous: str = "NORMAL") -> None:
+        if synchronous.upper() not in ("NORMAL", "FULL"):
+            raise ConfigError(f"synchronous must be NORMAL or FULL, got {synchronous!r}")
+        self.url = database_url(target)
+        self._sqlite = self.url.startswith("sqlite")
+        if self._sqlite and self.url not in ("sqlite://", "sqlite:///:memory:"):
+            Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.engine: Engine = sa.create_engine(self.url, future=True)
+        except (sa.exc.ArgumentError, ImportError) as exc:
+            raise ConfigError(f"cannot open the gateway database {self.url!r}: {exc}") from None
+        if self._sqlite:
+            mode = synchronous.upper()
+
+            @sa.event.listens_for(self.engine, "connect")
+            def _pragmas(conn: Any, _record: Any) -> None:
+                cur = conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute(f"PRAGMA synchronous={mode}")
+                cur.execute("PRAGMA busy_timeout=10000")
+                cur.close()
+
+        self._write_lock = threading.Lock()  # SQLite has one writer; queue here instead of spinning on busy
+        try:
+            _META.create_all(self.engine)
+        except sa.exc.OperationalError as exc:
+            raise ConfigError(f"cannot open the gateway database {self.url!r}: {exc.orig}") from None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _write(self, stmt: Any) -> Any:
+        with self._write_lock, self.engine.begin() as conn:
+            return conn.execute(stmt)
+
+    # keys
+    def add_key(self, record: KeyRecord) -> None:
+        self._write(
+            KEYS.insert().values(
+                key_id=record.key_id,
+                name=record.name,
+                scopes=",".join(record.scopes),
+                secret_hash=record.secret_hash,
+                created_at=record.created_at,
+                revoked_at=record.revoked_at,
+            )
+        )
+
+    @staticmethod
+    def _key(row: Any) -> KeyRecord:
+        return KeyRecord(
+            key_id=row.key_id,
+            name=row.name,
+            scopes=tuple(s for s in row.scopes.split(",") if s),
+            secret_hash=row.secret_hash,
+            created_at=row.created_at,
+            revoked_at=row.revoked_at,
+        )
+
+    def get_key(self, key_id: str) -> KeyRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(KEYS.select().where(KEYS.c.key_id == key_id)).first()
+        return None if row is None else self._key(row)
+
+    def list_keys(self) -> list[KeyRecord]:
+        with self.engine.connect() as conn:
+            return [self._key(r) for r in conn.execute(KEYS.select().order_by(KEYS.c.created_at))]
+
+    def revoke_key(self, key_id: str, at: float) -> bool:
+        stmt = KEYS.update().where(KEYS.c.key_id == key_id, KEYS.c.revoked_at.is_(None)).values(revoked_at=at)
+        return bool(self._write(stmt).rowcount)
+
+    # audit
+    def append(self, event: AuditEvent) -> int:
+        result = self._write(
+            AUDIT.insert().values(
+                time=event.time,
+                request_id=event.request_id,
+                key_id=event.key_id,
+                model=event.model,
+                input_hash=event.input_hash,
+                n_inputs=event.n_inputs,
+                decision=event.decision,
+                status=event.status,
+                latency_ms=event.latency_ms,
+                output=json.dumps(event.output, separators=(",", ":")),
+                alerts=json.dumps(event.alerts, separators=(",", ":")),
+                client=event.client,
+            )
+        )
+        return int(result.inserted_primary_key[0])
+
+    def iter_events(self, after_id: int = 0, batch: int = 1000) -> Iterator[AuditEvent]:
+        last = after_id
+        while True:
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    AUDIT.select().where(AUDIT.c.event_id > last).order_by(AUDIT.c.event_id).limit(batch)
+                ).all()
+            if not rows:
+                return
+            for r in rows:
+                yield AuditEvent(
+                    time=r.time,
+                    request_id=r.request_id,
+                    key_id=r.key_id,
+                    model=r.model,
+                    input_hash=r.input_hash,
+                    n_inputs=r.n_inputs,
+                    decision=r.decision,
+                    status=r.status,
+                    latency_ms=r.latency_ms,
+                    output=json.loads(r.output),
+                    alerts=json.loads(r.alerts),
+                    client=r.client,
+                    event_id=r.event_id,
+                )
+            last = rows[-1].event_id
+
+    def count_events(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(AUDIT)).scalar_one())
+
+    # incidents
+    @staticmethod
+    def _incident_values(r: IncidentRecord) -> dict[str, Any]:
+        return {
+            "kind": r.kind,
+            "key_id": r.key_id,
+            "severity": r.severity,
+            "atlas": r.atlas,
+            "summary": r.summary,
+            "status": r.status,
+            "opened_at": r.opened_at,
+            "updated_at": r.updated_at,
+            "alert_count": r.alert_count,
+            "evidence": json.dumps(r.evidence),
+            "actions": json.dumps(r.actions),
+            "notes": json.dumps(r.notes),
+        }
+
+    @staticmethod
+    def _incident(row: Any) -> IncidentRecord:
+        return IncidentRecord(
+            incident_id=row.incident_id,
+            kind=row.kind,
+            key_id=row.key_id,
+            severity=row.severity,
+            atlas=row.atlas,
+            summary=row.summary,
+            status=row.status,
+            opened_at=row.opened_at,
+            updated_at=row.updated_at,
+            alert_count=row.alert_count,
+            evidence=json.loads(row.evidence),
+            actions=json.loads(row.actions),
+            notes=json.loads(row.notes),
+        )
+
+    def add_incident(self, record: IncidentRecord) -> int:
+        result = self._write(INCIDENTS.insert().values(**self._incident_values(record)))
+        return int(result.inserted_primary_key[0])
+
+    def update_incident(self, record: IncidentRecord) -> None:
+        if record.incident_id is None:
+            raise ValueError("update_incident needs a stored incident (incident_id is None)")
+        self._write(
+            INCIDENTS.update()
+            .where(INCIDENTS.c.incident_id == record.incident_id)
+            .values(**self._incident_values(record))
+        )
+
+    def get_incident(self, incident_id: int) -> IncidentRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(INCIDENTS.select().where(INCIDENTS.c.incident_id == incident_id)).first()
+        return None if row is None else self._incident(row)
+
+    def list_incidents(self, status: str | None = None) -> list[IncidentRecord]:
+        stmt = INCIDENTS.select().order_by(INCIDENTS.c.incident_id)
+        if status is not None:
+            stmt = stmt.where(INCIDENTS.c.status == status)
+        with self.engine.connect() as conn:
+            return [self._incident(r) for r in conn.execute(stmt)]
+
+    # threat-level changes
+    def add_level_change(self, change: LevelChange) -> None:
+        self._write(
+            LEVELS.insert().values(
+                time=change.time,
+                key_id=change.key_id,
+                old=change.old,
+                new=change.new,
+                reason=change.reason,
+                actor=change.actor,
+            )
+        )
+
+    def list_level_changes(self, key_id: str | None = None) -> list[LevelChange]:
+        stmt = LEVELS.select().order_by(LEVELS.c.change_id)
+        if key_id is not None:
+            stmt = stmt.where(LEVELS.c.key_id == key_id)
+        with self.engine.connect() as conn:
+            return [
+                LevelChange(time=r.time, key_id=r.key_id, old=r.old, new=r.new, reason=r.reason, actor=r.actor)
+                for r in conn.execute(stmt)
+            ]

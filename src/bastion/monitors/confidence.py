@@ -1,0 +1,85 @@
+"""Prediction-confidence analysis: does a key's confidence distribution look like the model's normal traffic?"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import torch
+from scipy.stats import ks_2samp
+from torch import Tensor
+
+from bastion.errors import InputValidationError
+from bastion.monitors.base import Alert, QueryEvent, Severity
+
+
+@dataclass
+class _KeyWindow:
+    values: deque[float]
+    since_test: int = 0
+    alerted: bool = False
+
+
+@dataclass
+class ConfidenceMonitor:
+    """Compare each key's recent top-1 confidences with the model's confidences on its own clean data (two-sample KS).
+
+    Inputs crafted near a decision boundary (evasion searches, boundary-walking extraction) and inputs off the data
+    manifold draw confidences unlike natural traffic; a KS test over the last ``window`` answers flags a key whose
+    distribution differs at significance ``p_value``. One alert per key until its window has fully turned over.
+    """
+
+    baseline: Tensor
+    window: int = 200
+    min_queries: int = 100
+    p_value: float = 1e-6
+    test_every: int = 25
+    name: str = "confidence"
+    _keys: dict[str, _KeyWindow] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.baseline, Tensor) or self.baseline.dim() != 1 or self.baseline.numel() < 20:
+            raise InputValidationError("baseline must be a 1-D tensor of at least 20 top-1 confidences")
+        self._base = self.baseline.double().numpy()
+
+    @classmethod
+    def from_probabilities(cls, probs: Tensor, **kwargs: object) -> ConfidenceMonitor:
+        return cls(probs.max(1).values.detach().cpu(), **kwargs)  # type: ignore[arg-type]
+
+    def observe(self, event: QueryEvent) -> list[Alert]:
+        st = self._keys.get(event.key_id)
+        if st is None:
+            st = self._keys[event.key_id] = _KeyWindow(deque(maxlen=self.window))
+        conf = event.probs.max(1).values.tolist()
+        st.values.extend(conf)
+        st.since_test += len(conf)
+        if st.alerted:
+            if st.since_test >= self.window:
+                st.alerted, st.since_test = False, 0
+            return []
+        if len(st.values) < self.min_queries or st.since_test < self.test_every:
+            return []
+        st.since_test = 0
+        recent = torch.tensor(list(st.values), dtype=torch.float64).numpy()
+        result = ks_2samp(recent, self._base)
+        p = float(result.pvalue)
+        if p >= self.p_value:
+            return []
+        st.alerted = True
+        return [
+            Alert(
+                monitor=self.name,
+                kind="confidence",
+                key_id=event.key_id,
+                severity=Severity.WARNING,
+                message=(
+                    f"confidence of the last {len(recent)} answers differs from the model's normal traffic "
+                    f"(KS {float(result.statistic):.3f}, p {p:.1e}; median {float(torch.tensor(recent).median()):.3f} "
+                    f"vs {float(self.baseline.median()):.3f})"
+                ),
+                score=float(result.statistic),
+                atlas="AML.T0043",
+                time=event.time,
+                evidence={"ks": float(result.statistic), "p_value": p, "window": len(recent)},
+            )
+        ]

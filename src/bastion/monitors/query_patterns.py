@@ -1,0 +1,220 @@
+"""Query-pattern analysis per key: model extraction (PRADA) and adversarial probing (stateful k-NN detection)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from scipy.stats import shapiro
+from torch import Tensor
+
+from bastion.errors import InputValidationError
+from bastion.monitors.base import Alert, QueryEvent, Severity
+
+
+@dataclass
+class _PradaState:
+    growing: dict[int, Tensor] = field(default_factory=dict)  # per class: the kept queries (M, D)
+    kept_dists: dict[int, list[float]] = field(default_factory=dict)
+    thresholds: dict[int, float] = field(default_factory=dict)
+    dists: list[float] = field(default_factory=list)
+    since_test: int = 0
+    alerted: bool = False
+    queries: int = 0
+
+
+@dataclass
+class ExtractionMonitor:
+    """PRADA: the minimum distances between a key's successive queries are roughly normal for natural inputs.
+
+    For each query, the distance to the nearest earlier query of the same predicted class is recorded; queries far
+    from everything kept so far join the kept set (with a threshold that adapts to the key's own spread). Synthetic
+    extraction queries — Jacobian augmentation, random perturbations of a few seeds — make that distance
+    distribution strongly non-normal, and a Shapiro-Wilk statistic W below ``threshold`` flags the key.
+
+    Paper: Juuti, Szyller, Marchal & Asokan, "PRADA: protecting against DNN model stealing attacks", EuroS&P 2019.
+    """
+
+    threshold: float = 0.90
+    min_queries: int = 100
+    max_history: int = 5_000
+    test_every: int = 10
+    name: str = "extraction"
+    _keys: dict[str, _PradaState] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.threshold < 1:
+            raise InputValidationError(f"threshold must be in (0, 1), got {self.threshold}")
+
+    def statistic(self, key_id: str) -> float | None:
+        st = self._keys.get(key_id)
+        if st is None or len(st.dists) < 3:
+            return None
+        return float(shapiro(st.dists[-self.max_history :]).statistic)
+
+    def _feed(self, st: _PradaState, x: Tensor, labels: Tensor) -> None:
+        for c in labels.unique().tolist():
+            xs = x[labels == c]
+            kept = st.growing.get(c)
+            start = 0
+            if kept is None:
+                kept, start = xs[:1], 1
+                st.kept_dists[c], st.thresholds[c] = [], 0.0
+            to_kept = torch.cdist(xs, kept).min(1).values if kept.numel() else None
+            within = torch.cdist(xs, xs)
+            added: list[int] = []
+            for i in range(start, xs.shape[0]):  # sequential by definition: each query may join the kept set
+                d = float(to_kept[i]) if to_kept is not None else float("inf")
+                if added:
+                    d = min(d, float(within[i, added].min()))
+                st.dists.append(d)
+                if d > st.thresholds[c]:
+                    added.append(i)
+                    kd = st.kept_dists[c]
+                    kd.append(d)
+                    t = torch.tensor(kd, dtype=torch.float64)
+                    st.thresholds[c] = max(st.thresholds[c], float(t.mean() - (t.std() if len(kd) > 1 else 0.0)))
+            if added:
+                kept = torch.cat([kept, xs[added]])[-self.max_history :]
+            st.growing[c] = kept
+        if len(st.dists) > self.max_history:
+            del st.dists[: len(st.dists) - self.max_history]
+
+    def observe(self, event: QueryEvent) -> list[Alert]:
+        st = self._keys.get(event.key_id)
+        if st is None:
+            st = self._keys[event.key_id] = _PradaState()
+        n = int(event.inputs.shape[0])
+        st.queries += n
+        self._feed(st, event.inputs.float(), event.labels)
+        st.since_test += n
+        if st.alerted or len(st.dists) < self.min_queries or st.since_test < self.test_every:
+            return []
+        st.since_test = 0
+        w = float(shapiro(st.dists).statistic)
+        if w >= self.threshold:
+            return []
+        st.alerted = True
+        return [
+            Alert(
+                monitor=self.name,
+                kind="extraction",
+                key_id=event.key_id,
+                severity=Severity.CRITICAL,
+                message=(
+                    f"query distances of this key are far from normal (Shapiro-Wilk W {w:.3f} < {self.threshold}) "
+                    f"after {st.queries} queries: the pattern of synthetic extraction queries"
+                ),
+                score=1.0 - w,
+                atlas="AML.T0024.002",
+                time=event.time,
+                evidence={"shapiro_w": w, "queries": st.queries, "distances": len(st.dists)},
+            )
+        ]
+
+
+@dataclass
+class _ProbeState:
+    buffer: Tensor
+    filled: int = 0
+    hits: list[float] = field(default_factory=list)  # times of near-duplicate queries
+    alerted: bool = False
+    queries: int = 0
+
+
+@dataclass
+class ProbingMonitor:
+    """Stateful detection: a query whose k nearest neighbours among the key's recent queries are unusually close.
+
+    Query-based attacks (Square, HopSkipJump, boundary and gradient-estimation attacks) send long runs of
+    near-duplicates of the inputs they work on; natural traffic almost never does. The distance threshold is the
+    ``percentile`` of the same k-NN statistic over the model's clean data, so it adapts to the input space.
+    ``hits`` such queries within the key's last ``history`` queries raise a critical alert.
+
+    Paper: Chen, Carlini & Wagner, "Stateful detection of black-box adversarial attacks", ACM SPAI 2020 (arXiv
+    1907.05587, 2019). Distances are taken in input space here (the paper also allows a learned similarity encoder).
+    """
+
+    threshold: float
+    k: int = 5
+    history: int = 1_000
+    hits: int = 10
+    name: str = "probing"
+    _keys: dict[str, _ProbeState] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.threshold > 0:
+            raise InputValidationError(f"threshold must be > 0, got {self.threshold}")
+
+    @staticmethod
+    def knn_mean(x: Tensor, ref: Tensor, k: int, *, exclude_self: bool = False) -> Tensor:
+        d = torch.cdist(x, ref)
+        if exclude_self:
+            d.fill_diagonal_(float("inf"))
+        kk = min(k, ref.shape[0] - (1 if exclude_self else 0))
+        return d.topk(max(1, kk), dim=1, largest=False).values.mean(1)
+
+    @classmethod
+    def calibrate(cls, clean: Tensor, *, k: int = 5, percentile: float = 0.1, **kwargs: object) -> ProbingMonitor:
+        """Threshold from clean inputs (N, ...): the ``percentile`` of their k-NN mean distances among each other."""
+        flat = clean.flatten(1).float()
+        if flat.shape[0] <= k + 1:
+            raise InputValidationError(f"calibration needs more than k + 1 = {k + 1} clean inputs, got {flat.shape[0]}")
+        stat = cls.knn_mean(flat, flat, k, exclude_self=True)
+        threshold = float(torch.quantile(stat.double(), percentile / 100))
+        return cls(threshold=max(threshold, 1e-9), k=k, **kwargs)  # type: ignore[arg-type]
+
+    def observe(self, event: QueryEvent) -> list[Alert]:
+        x = event.inputs.float()
+        st = self._keys.get(event.key_id)
+        if st is None:
+            st = self._keys[event.key_id] = _ProbeState(torch.empty(self.history, x.shape[1]))
+        n = x.shape[0]
+        st.queries += n
+        ref = torch.cat([st.buffer[: st.filled], x]) if st.filled else x
+        # each query against the earlier ones only: the buffer plus the queries before it in this batch
+        d = torch.cdist(x, ref)
+        if n > 1:
+            mask = torch.ones(n, n, dtype=torch.bool).triu()  # a query and those after it in the batch
+            d[:, st.filled :][mask] = float("inf")
+        else:
+            d[:, st.filled :] = float("inf")
+        available = st.filled + torch.arange(n)
+        kk = min(self.k, ref.shape[0])
+        knn = d.topk(kk, dim=1, largest=False).values
+        counts = available.clamp(max=kk)
+        valid = torch.arange(kk).unsqueeze(0) < counts.unsqueeze(1)
+        mean = torch.where(valid, knn, torch.zeros_like(knn)).sum(1) / counts.clamp_min(1)
+        close = (mean < self.threshold) & (available >= self.k)
+        st.hits.extend([event.time] * int(close.sum()))
+        # ring buffer of the last `history` queries
+        keep = x[-self.history :]
+        if st.filled + keep.shape[0] <= self.history:
+            st.buffer[st.filled : st.filled + keep.shape[0]] = keep
+            st.filled += keep.shape[0]
+        else:
+            merged = torch.cat([st.buffer[: st.filled], keep])[-self.history :]
+            st.buffer[: merged.shape[0]] = merged
+            st.filled = merged.shape[0]
+        st.hits = st.hits[-self.history :]
+        if st.alerted or len(st.hits) < self.hits:
+            return []
+        st.alerted = True
+        closest = float(mean.min())
+        return [
+            Alert(
+                monitor=self.name,
+                kind="probing",
+                key_id=event.key_id,
+                severity=Severity.CRITICAL,
+                message=(
+                    f"{len(st.hits)} near-duplicate queries (mean distance to their {self.k} nearest earlier queries "
+                    f"below {self.threshold:.4g}; closest {closest:.4g}) after {st.queries} queries: the pattern of a "
+                    "query-based adversarial attack"
+                ),
+                score=len(st.hits) / self.hits,
+                atlas="AML.T0043",
+                time=event.time,
+                evidence={"near_duplicates": len(st.hits), "threshold": self.threshold, "queries": st.queries},
+            )
+        ]

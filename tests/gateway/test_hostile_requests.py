@@ -1,0 +1,108 @@
+"""Hostile and broken requests get the right 4xx with a clear message, never a 500 or a trace — over real HTTP."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from tests.gateway.conftest import Env, running
+
+PREDICT = "/v1/models/digits/predict"
+GOOD = [[[[0.5] * 8] * 8]]  # one 1x8x8 input
+
+
+def _cases(env: Env) -> list[tuple[str, dict[str, object], int, str]]:
+    revoked_id = env.gateway.keys.create("gone", ["predict:scores"])
+    env.gateway.keys.revoke(revoked_id[0].key_id)
+    ok = env.h(env.scores)
+    js = {**ok, "content-type": "application/json"}
+    big_batch = json.dumps({"inputs": GOOD * 300})
+    return [
+        ("no key", {"json": {"inputs": GOOD}}, 401, "missing_key"),
+        (
+            "malformed key",
+            {"json": {"inputs": GOOD}, "headers": {"Authorization": "Bearer nope"}},
+            401,
+            "malformed_key",
+        ),
+        (
+            "wrong key",
+            {"json": {"inputs": GOOD}, "headers": env.h(env.scores[:-4] + "AAAA")},
+            401,
+            "invalid_key",
+        ),
+        ("revoked key", {"json": {"inputs": GOOD}, "headers": env.h(revoked_id[1])}, 401, "revoked_key"),
+        ("huge body", {"content": b"[" + b"0," * 600_000 + b"0]", "headers": js}, 413, "body_too_large"),
+        ("huge batch", {"content": big_batch, "headers": js}, 413, "batch_too_large"),
+        ("wrong shape", {"json": {"inputs": [[0.5] * 64]}, "headers": ok}, 422, "bad_shape"),
+        ("ragged", {"json": {"inputs": [[[[0.5] * 8] * 8], [[[0.5] * 7] * 8]]}, "headers": ok}, 422, "bad_value"),
+        ("strings", {"json": {"inputs": [[[["a"] * 8] * 8]]}, "headers": ok}, 422, "bad_value"),
+        ("booleans", {"json": {"inputs": [[[[True] * 8] * 8]]}, "headers": ok}, 422, "bad_value"),
+        ("nulls", {"json": {"inputs": [[[[None] * 8] * 8]]}, "headers": ok}, 422, "bad_value"),
+        ("NaN", {"content": '{"inputs": [[[[NaN]]]]}', "headers": js}, 422, "non_finite"),
+        ("Infinity", {"content": '{"inputs": [[[[Infinity]]]]}', "headers": js}, 422, "non_finite"),
+        (
+            "float32 overflow",
+            {"content": json.dumps({"inputs": [[[[1e300] * 8] * 8]]}), "headers": js},
+            422,
+            "non_finite",
+        ),
+        ("out of bounds", {"json": {"inputs": [[[[1.5] * 8] * 8]]}, "headers": ok}, 422, "out_of_bounds"),
+        ("negative", {"json": {"inputs": [[[[-0.1] * 8] * 8]]}, "headers": ok}, 422, "out_of_bounds"),
+        ("malformed JSON", {"content": b'{"inputs": [[', "headers": js}, 400, "malformed_json"),
+        ("not UTF-8", {"content": b"\xff\xfe\x00", "headers": js}, 400, "malformed_json"),
+        ("JSON list", {"content": b"[1, 2]", "headers": js}, 422, "bad_schema"),
+        ("no inputs", {"json": {"data": GOOD}, "headers": ok}, 422, "bad_schema"),
+        ("empty batch", {"json": {"inputs": []}, "headers": ok}, 422, "bad_schema"),
+        (
+            "wrong content type",
+            {"content": json.dumps({"inputs": GOOD}), "headers": {**ok, "content-type": "text/plain"}},
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "no content type",
+            {"content": json.dumps({"inputs": GOOD}).encode(), "headers": ok},
+            415,
+            "unsupported_media_type",
+        ),
+    ]
+
+
+@pytest.mark.parametrize("transport", ["uvicorn", "testclient"])
+def test_every_hostile_request_gets_the_right_4xx(transport: str, make_env: Callable[..., Env]) -> None:
+    env = make_env()
+
+    def check(send: Callable[..., httpx.Response]) -> None:
+        for name, kwargs, status, code in _cases(env):
+            r = send(PREDICT, **kwargs)
+            assert r.status_code == status, (name, r.status_code, r.text[:300])
+            body = r.json()
+            assert body["error"]["code"] == code, (name, body)
+            assert len(body["error"]["message"]) > 10 and "Traceback" not in r.text, name
+
+    if transport == "testclient":
+        check(env.client.post)
+    else:
+        with running(env.gateway) as url, httpx.Client(base_url=url, timeout=30) as client:
+            check(client.post)
+
+
+def test_scopes_and_unknown_routes(env: Env) -> None:
+    c = env.client
+    assert c.get("/v1/admin/keys", headers=env.h(env.scores)).status_code == 403
+    assert c.get("/v1/admin/keys", headers=env.h(env.admin)).status_code == 200
+    assert c.post("/v1/models/nope/predict", json={"inputs": GOOD}, headers=env.h(env.scores)).status_code == 404
+    assert c.get("/v1/nothing", headers=env.h(env.scores)).json()["error"]["code"] == "not_found"
+    assert c.get(PREDICT, headers=env.h(env.scores)).status_code == 405
+    # every endpoint but /healthz wants a key
+    assert c.get("/healthz").status_code == 200
+    for path in ("/openapi.json", "/metrics", "/v1/models", "/v1/admin/threat"):
+        assert c.get(path).status_code == 401, path
+    assert c.get("/openapi.json", headers=env.h(env.labels)).json()["info"]["title"] == "Bastion gateway"
+    bad = c.post("/v1/admin/keys", json={"name": "x", "scopes": ["root"]}, headers=env.h(env.admin))
+    assert bad.status_code == 422 and "unknown scope" in bad.json()["error"]["message"]
+    assert c.post("/v1/admin/keys", json={"name": "x"}, headers=env.h(env.admin)).status_code == 422
