@@ -7,7 +7,6 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-
 from tests.gateway.conftest import Env, running
 
 PREDICT = "/v1/models/digits/predict"
