@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,6 +28,11 @@ log = logging.getLogger("bastion.gateway")
 
 _ERROR = {"description": "Refused", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 _ERRORS: dict[int | str, dict[str, Any]] = {code: _ERROR for code in (400, 401, 403, 404, 409, 413, 415, 422, 429)}
+
+
+IncidentId = Annotated[int, Path(ge=1, le=2**62)]
+KeyId = Annotated[str, Path(min_length=1, max_length=64)]
+ModelName = Annotated[str, Path(min_length=1, max_length=64)]
 
 
 class ErrorDetail(BaseModel):
@@ -208,7 +213,7 @@ def create_app(gateway: Gateway) -> FastAPI:
             }
         },
     )
-    async def predict(name: str, request: Request) -> JSONResponse:
+    async def predict(name: ModelName, request: Request) -> JSONResponse:
         """Predict a batch. What comes back (labels, top-k or scores) depends on the key's scope and threat level."""
         body = await _read_limited(request, gateway.config.limits.max_body_bytes)
         req = PredictRequest(_token(request), name, body, request.headers.get("content-type"), _client(request))
@@ -250,7 +255,7 @@ def create_app(gateway: Gateway) -> FastAPI:
         return result
 
     @app.delete("/v1/admin/keys/{key_id}", tags=["admin"], responses=_ERRORS)
-    async def revoke_key(request: Request, key_id: str) -> dict[str, Any]:
+    async def revoke_key(request: Request, key_id: KeyId) -> dict[str, Any]:
         """Revoke a key; it stops working with the next request."""
 
         def run(_: Principal) -> dict[str, Any]:
@@ -269,7 +274,7 @@ def create_app(gateway: Gateway) -> FastAPI:
         return result
 
     @app.post("/v1/admin/incidents/{incident_id}", tags=["admin"], responses=_ERRORS)
-    async def update_incident(request: Request, incident_id: int, body: IncidentUpdate) -> dict[str, Any]:
+    async def update_incident(request: Request, incident_id: IncidentId, body: IncidentUpdate) -> dict[str, Any]:
         """Acknowledge or resolve an incident."""
         result: dict[str, Any] = await admin(
             request,
@@ -285,7 +290,7 @@ def create_app(gateway: Gateway) -> FastAPI:
         return result
 
     @app.put("/v1/admin/threat/{key_id}", tags=["admin"], responses=_ERRORS)
-    async def set_level(request: Request, key_id: str, body: LevelUpdate) -> dict[str, Any]:
+    async def set_level(request: Request, key_id: KeyId, body: LevelUpdate) -> dict[str, Any]:
         """Pin a key's threat level, or reset it (level null) to normal."""
 
         def run(p: Principal) -> dict[str, Any]:

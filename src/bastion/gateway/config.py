@@ -92,7 +92,7 @@ class ExtractionConfig(_Strict):
 
 class ProbingConfig(_Strict):
     enabled: bool = True
-    k: int = Field(20, ge=1)
+    k: int = Field(5, ge=1)
     history: int = Field(1_000, ge=10)
     percentile: float = Field(0.1, gt=0, lt=50)
     hits: int = Field(10, ge=1, description="near-duplicate queries within the history that raise an alert")

@@ -1,0 +1,379 @@
+"""Gateway benchmark (issue 4): pipeline overhead against the bare model, and detection of attacks through HTTP.
+
+    python bench/gateway.py --part overhead|detection|all
+
+Overhead: the Fashion-MNIST reference CNN served by the same uvicorn, once bare (a minimal FastAPI endpoint: parse
+JSON, run the model, return scores) and once through `bastion serve` with every stage on (keys, rate limits,
+validation, the three monitors, threat levels, postprocessing, the SQLite audit log). The same concurrent load from
+this process on loopback, servers run one at a time, alternating. Target: p50 added latency <= 2 ms, throughput >=
+70% of bare.
+
+Detection: a fresh `bastion serve` per scenario; attacks run with Bastion's own HttpClassifier and attacks: Square
+and HopSkipJump probing (target: flagged within 200 queries), a Jacobian-augmentation extraction (Papernot et al.
+2017; target: flagged within 2,000 queries) and 20 benign keys replaying the test set, 10,000 queries together
+(target: no alert).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import torch
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bastion import HttpClassifier, Norm, ThreatModel, load_dataset
+from bastion.attacks import HopSkipJump, Square
+from evasion import reference_model
+
+CACHE = Path(__file__).resolve().parent / ".cache"
+
+
+def bare_server(model_path: str, port: int) -> None:
+    """The model alone behind FastAPI + uvicorn: the floor the gateway's overhead is measured from."""
+    import uvicorn
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
+
+    from bastion.models.zoo import load_model
+
+    torch.set_num_threads(1)
+    model = load_model(model_path).classifier
+    app = FastAPI()
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/v1/models/fmnist/predict")
+    def predict(body: dict[str, Any]) -> JSONResponse:
+        x = torch.tensor(body["inputs"], dtype=torch.float32)
+        probs = torch.softmax(model.predict_logits(x), 1)
+        return JSONResponse({"labels": probs.argmax(1).tolist(), "scores": probs.tolist()})
+
+    _ = Request
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def _wait(url: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise RuntimeError("server did not start")
+
+
+class Served:
+    """A `bastion serve` process on a fresh database, with its admin key and a way to make more keys."""
+
+    def __init__(self, workdir: Path, model_path: Path, port: int, **overrides: Any) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        for f in workdir.glob("gw.db*"):
+            f.unlink()
+        cfg: dict[str, Any] = {
+            "models": {"fmnist": {"paths": [str(model_path)]}},
+            "database": "gw.db",
+            "rate": {"requests_per_second": 100_000, "inputs_per_minute": 10_000_000, "inputs_per_day": 100_000_000},
+        }
+        cfg.update(overrides)
+        self.config = workdir / "gateway.yaml"
+        self.config.write_text(yaml.safe_dump(cfg))
+        self.admin = self.key("bench-admin", "admin")
+        self.url = f"http://127.0.0.1:{port}"
+        env = {**os.environ, "BASTION_THREADS": "1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bastion", "serve", "-c", str(self.config), "--port", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        _wait(self.url, self.proc)
+
+    def key(self, name: str, scope: str = "predict:scores") -> str:
+        out = subprocess.run(
+            [sys.executable, "-m", "bastion", "keys", "create", name, "--scope", scope, "-c", str(self.config)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return out.stdout.strip().splitlines()[-1]
+
+    def keys(self, n: int, prefix: str) -> list[str]:
+        from bastion.gateway.admin import open_admin
+        from bastion.gateway.config import load_config
+
+        h = open_admin(load_config(self.config))
+        try:
+            return [h.keys.create(f"{prefix}-{i}", ["predict:scores"])[1] for i in range(n)]
+        finally:
+            h.close()
+
+    def incidents(self) -> list[dict[str, Any]]:
+        r = httpx.get(f"{self.url}/v1/admin/incidents", headers={"Authorization": f"Bearer {self.admin}"}, timeout=30)
+        return list(r.json()["incidents"])
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def _load(url: str, keys: list[str | None], inputs: list[list[Any]], seconds: float) -> tuple[list[float], int]:
+    """Each key drives one client thread sending one input per request for ``seconds``; latencies in ms."""
+    lat: list[float] = []
+    lock = threading.Lock()
+    stop = time.perf_counter() + seconds
+    errors = [0]
+
+    def worker(i: int, key: str | None) -> None:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        mine: list[float] = []
+        with httpx.Client(base_url=url, timeout=30) as c:
+            j = i * 997
+            while time.perf_counter() < stop:
+                body = {"inputs": [inputs[j % len(inputs)]]}
+                t0 = time.perf_counter()
+                r = c.post("/v1/models/fmnist/predict", json=body, headers=headers)
+                mine.append((time.perf_counter() - t0) * 1000)
+                if r.status_code != 200:
+                    errors[0] += 1
+                j += 1
+        with lock:
+            lat.extend(mine)
+
+    threads = [threading.Thread(target=worker, args=(i, k)) for i, k in enumerate(keys)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return lat, errors[0]
+
+
+def overhead(args: argparse.Namespace, model_path: Path) -> None:
+    data = load_dataset("fashion-mnist")
+    inputs = data.x_test[:2000].tolist()
+    print(f"\n## Gateway overhead — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, python "
+        f"{sys.version.split()[0]}, server torch threads 1, load average {os.getloadavg()[0]:.2f}"
+    )
+    print(
+        f"load: {args.clients} concurrent client threads in this process, one 28x28 input per request, "
+        f"{args.seconds:g} s per round, {args.rounds} alternating rounds per server\n",
+        flush=True,
+    )
+    results: dict[str, list[tuple[list[float], int, float]]] = {"bare": [], "gateway": []}
+    port = 18800
+    for rnd in range(args.rounds):
+        for mode in ("bare", "gateway"):
+            port += 1
+            if mode == "bare":
+                proc = subprocess.Popen(
+                    [sys.executable, __file__, "--bare-server", str(model_path), "--port", str(port)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                )
+                url = f"http://127.0.0.1:{port}"
+                _wait(url, proc)
+                keys: list[str | None] = [None] * args.clients
+                stopper = proc
+            else:
+                served = Served(CACHE / "gw-overhead", model_path, port)
+                keys = list(served.keys(args.clients, "load"))
+                url, stopper = served.url, served.proc
+            _load(url, keys, inputs, 2.0)  # warm-up
+            t0 = time.perf_counter()
+            lat, errors = _load(url, keys, inputs, args.seconds)
+            wall = time.perf_counter() - t0
+            results[mode].append((lat, errors, len(lat) / wall))
+            print(
+                f"round {rnd + 1} {mode}: {len(lat)} requests, {len(lat) / wall:.1f} req/s, "
+                f"p50 {statistics.median(lat):.2f} ms, errors {errors}",
+                flush=True,
+            )
+            stopper.terminate()
+            stopper.wait(timeout=20)
+    rows = {}
+    for mode, runs in results.items():
+        lat = [v for r in runs for v in r[0]]
+        q = statistics.quantiles(lat, n=100)
+        rows[mode] = (
+            statistics.median(lat),
+            q[94],
+            q[98],
+            statistics.mean(r[2] for r in runs),
+            sum(r[1] for r in runs),
+        )
+    print("\n| server | p50 ms | p95 ms | p99 ms | throughput req/s | non-200 |")
+    print("|---|---|---|---|---|---|")
+    for mode, (p50, p95, p99, tput, errs) in rows.items():
+        print(f"| {mode} | {p50:.2f} | {p95:.2f} | {p99:.2f} | {tput:.1f} | {errs} |")
+    added = rows["gateway"][0] - rows["bare"][0]
+    ratio = rows["gateway"][3] / rows["bare"][3]
+    ok = added <= 2.0 and ratio >= 0.7
+    print(f"\np50 added latency {added:.2f} ms; throughput {ratio:.1%} of bare -> {'MET' if ok else 'NOT MET'}")
+    print(f"load average after: {os.getloadavg()[0]:.2f}", flush=True)
+
+
+def _first_flag(served: Served, kind: str | None = None) -> dict[str, Any] | None:
+    incs = [i for i in served.incidents() if kind is None or i["kind"] == kind]
+    if not incs:
+        return None
+    return min(incs, key=lambda i: i["opened_at"])
+
+
+def jacobian_extraction(remote: HttpClassifier, seeds: torch.Tensor, budget: int, lam: float = 0.1) -> int:
+    """Papernot et al. 2017 Jacobian-based augmentation: label a few seeds, train a substitute, step each point along
+    the sign of the substitute's gradient for its label, label the new points, repeat. Returns queries spent."""
+    sub = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 16, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(16 * 14 * 14, 10),
+    )
+    x = seeds.clone()
+    with torch.no_grad():
+        y = remote.predict_logits(x).argmax(1)
+    spent = len(x)
+    while spent < budget:
+        opt = torch.optim.Adam(sub.parameters(), lr=1e-3)
+        for _ in range(10):
+            for i in range(0, len(x), 64):
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(sub(x[i : i + 64]), y[i : i + 64]).backward()
+                opt.step()
+        xg = x.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(sub(xg).gather(1, y[:, None]).sum(), xg)
+        new = (x + lam * g.sign()).clamp(0, 1)[: budget - spent]
+        with torch.no_grad():
+            y_new = remote.predict_logits(new).argmax(1)
+        spent += len(new)
+        x, y = torch.cat([x, new]), torch.cat([y, y_new])
+    return spent
+
+
+def detection(args: argparse.Namespace, model_path: Path) -> None:
+    data = load_dataset("fashion-mnist")
+    spec = load_dataset("fashion-mnist").spec
+    print(f"\n## Gateway detection — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, python "
+        f"{sys.version.split()[0]}, load average {os.getloadavg()[0]:.2f}; fmnist-cnn behind `bastion serve` "
+        "with the default monitors (calibrated on 2,000 training images)\n",
+        flush=True,
+    )
+    rows = []
+    port = 18900
+    scenarios = [
+        ("Square Linf 0.1, 10 images, 1,000-query budget", "probing", 200),
+        ("HopSkipJump L2 2.0, 10 images, 1,000-query budget", "probing", 200),
+        ("Jacobian-augmentation extraction, 100 seeds, lambda 0.1", "extraction", 2000),
+    ]
+    for title, kind, target in scenarios:
+        port += 1
+        served = Served(CACHE / "gw-detect", model_path, port)
+        key = served.key("attacker")
+        remote = HttpClassifier(f"{served.url}/v1/models/fmnist/predict", spec, api_key=key, max_batch=256)
+        t0 = time.perf_counter()
+        g = torch.Generator().manual_seed(0)
+        x, y = data.x_test[:10], data.y_test[:10]
+        if title.startswith("Square"):
+            Square(ThreatModel(Norm.LINF, 0.1), max_queries=1000).run(remote, x, y, generator=g)
+        elif title.startswith("HopSkipJump"):
+            HopSkipJump(ThreatModel(Norm.L2, 2.0), max_queries=1000).run(remote, x, y, generator=g)
+        else:
+            jacobian_extraction(remote, data.x_test[:100], budget=3200)
+        seconds = time.perf_counter() - t0
+        flag = _first_flag(served, kind)
+        anyflag = _first_flag(served)
+        at = flag["evidence"][0]["evidence"]["queries"] if flag else None
+        first_any = anyflag["evidence"][0]["evidence"].get("queries") if anyflag else None
+        rows.append((title, remote.queries, kind, at, anyflag["kind"] if anyflag else "-", first_any, target, seconds))
+        served.stop()
+    port += 1
+    served = Served(CACHE / "gw-detect", model_path, port)
+    keys = served.keys(20, "benign")
+    t0 = time.perf_counter()
+    perm = torch.randperm(10_000, generator=torch.Generator().manual_seed(1))
+
+    def replay(i: int, key: str) -> None:
+        remote = HttpClassifier(f"{served.url}/v1/models/fmnist/predict", spec, api_key=key)
+        mine = perm[i * 500 : (i + 1) * 500]
+        for j in range(0, 500, 10):
+            remote.predict_logits(data.x_test[mine[j : j + 10]])
+
+    threads = [threading.Thread(target=replay, args=(i, k)) for i, k in enumerate(keys)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    benign_alerts = served.incidents()
+    rows.append(
+        (
+            "20 benign keys replaying the test set (500 images each, batches of 10)",
+            10_000,
+            "any",
+            None,
+            ",".join(sorted({i["kind"] for i in benign_alerts})) or "-",
+            len(benign_alerts),
+            0,
+            time.perf_counter() - t0,
+        )
+    )
+    served.stop()
+    print(
+        "| traffic | queries sent | monitor | flagged after (queries) | first incident (kind, queries) | target | seconds |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for title, sent, kind, at, first_kind, first_q, target, secs in rows[:-1]:
+        verdict = "MET" if at is not None and at <= target else "NOT MET"
+        print(f"| {title} | {sent} | {kind} | {at} | {first_kind}, {first_q} | <= {target}: {verdict} | {secs:.1f} |")
+    title, sent, _, _, kinds, count, _, secs = rows[-1]
+    print(
+        f"| {title} | {sent} | all | - | incidents: {count} ({kinds}) | none: {'MET' if count == 0 else 'NOT MET'} | {secs:.1f} |"
+    )
+    print(f"load average after: {os.getloadavg()[0]:.2f}", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--part", choices=["overhead", "detection", "all"], default="all")
+    ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--bare-server", help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, default=18800, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.bare_server:
+        bare_server(args.bare_server, args.port)
+        return
+    torch.set_num_threads(1)
+    reference_model(3)
+    model_path = CACHE / "fmnist-cnn-e3.safetensors"
+    if args.part in ("overhead", "all"):
+        overhead(args, model_path)
+    if args.part in ("detection", "all"):
+        detection(args, model_path)
+
+
+if __name__ == "__main__":
+    main()

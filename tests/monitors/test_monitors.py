@@ -1,0 +1,113 @@
+"""Streaming monitors: quiet on natural traffic, alert on the traffic of attacks."""
+
+from __future__ import annotations
+
+import torch
+
+from bastion import Norm, ThreatModel
+from bastion.attacks import HopSkipJump, Square
+from bastion.data import Dataset
+from bastion.defenses.ensemble import Ensemble
+from bastion.models.zoo import TrainedModel
+from bastion.monitors import Alert, QueryEvent
+from bastion.monitors.confidence import ConfidenceMonitor
+from bastion.monitors.query_patterns import ExtractionMonitor, ProbingMonitor
+
+
+class Watched:
+    """A classifier whose every query is fed to monitors, recording when each kind of alert first fired."""
+
+    def __init__(self, model: TrainedModel, monitors: list[object], key: str = "k") -> None:
+        self.inner = Ensemble([model.classifier])
+        self.spec, self.queries, self.monitors, self.key = self.inner.spec, 0, monitors, key
+        self.first: dict[str, int] = {}
+        self.alerts: list[Alert] = []
+
+    def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.inner.predict(x).probs
+        self.queries += len(x)
+        for m in self.monitors:
+            for a in m.observe(QueryEvent(self.key, "m", 0.0, x.flatten(1), p, p.argmax(1))):  # type: ignore[attr-defined]
+                self.first.setdefault(a.kind, self.queries)
+                self.alerts.append(a)
+        return p.log()
+
+
+def _monitors(model: TrainedModel, digits: Dataset) -> list[object]:
+    clean = digits.x_train[:1000]
+    with torch.no_grad():
+        probs = Ensemble([model.classifier]).predict(clean).probs
+    return [ConfidenceMonitor.from_probabilities(probs), ExtractionMonitor(), ProbingMonitor.calibrate(clean)]
+
+
+def test_benign_replay_of_test_data_raises_nothing(digits_model: TrainedModel, digits: Dataset) -> None:
+    for seed in range(3):
+        w = Watched(digits_model, _monitors(digits_model, digits))
+        perm = torch.randperm(len(digits.x_test), generator=torch.Generator().manual_seed(seed))
+        for i in range(0, len(perm), 8):
+            w.predict_logits(digits.x_test[perm[i : i + 8]])
+        assert w.alerts == [], [a.message for a in w.alerts]
+
+
+def test_square_and_hopskipjump_are_flagged_as_probing_within_200_queries(
+    digits_model: TrainedModel, digits: Dataset
+) -> None:
+    x, y = digits.x_test[:5], digits.y_test[:5]
+    w = Watched(digits_model, _monitors(digits_model, digits))
+    Square(ThreatModel(Norm.LINF, 0.1), max_queries=100).run(w, x, y, generator=torch.Generator().manual_seed(0))
+    assert w.first.get("probing", 10**9) <= 200
+    w = Watched(digits_model, _monitors(digits_model, digits))
+    HopSkipJump(ThreatModel(Norm.L2, 2.0), max_queries=150).run(w, x, y, generator=torch.Generator().manual_seed(0))
+    assert w.first.get("probing", 10**9) <= 200
+    probing = next(a for a in w.alerts if a.kind == "probing")
+    assert probing.atlas == "AML.T0043" and probing.key_id == "k" and probing.evidence["near_duplicates"] >= 10
+
+
+def test_probing_keeps_state_per_key(digits_model: TrainedModel, digits: Dataset) -> None:
+    mon = ProbingMonitor.calibrate(digits.x_train[:500])
+    x = digits.x_test[:1].flatten(1)
+    p = torch.full((1, 10), 0.1)
+    alerts = []
+    for i in range(30):  # the same input sent 30 times, alternating between two keys: 15 each
+        alerts += mon.observe(QueryEvent(f"k{i % 2}", "m", 0.0, x, p, p.argmax(1)))
+    assert {a.key_id for a in alerts} == {"k0", "k1"} and len(alerts) == 2  # one alert per key, not repeated
+
+
+def test_extraction_monitor_flags_jacobian_style_synthetic_queries(digits_model: TrainedModel, digits: Dataset) -> None:
+    """Papernot-style augmentation: a few seeds, then rounds of x + lambda * sign(gradient) of a substitute."""
+    mon = ExtractionMonitor()
+    model = digits_model.classifier
+    seeds = digits.x_test[:20].clone()
+    queries = seeds
+    alerts = []
+    sub = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    for _ in range(5):
+        with torch.no_grad():
+            labels = model.predict_logits(queries).argmax(1)
+        probs = torch.nn.functional.one_hot(labels, 10).float()
+        alerts += mon.observe(QueryEvent("x", "m", 0.0, queries.flatten(1), probs, labels))
+        opt = torch.optim.Adam(sub.parameters(), lr=0.05)
+        for _ in range(30):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(sub(queries), labels).backward()
+            opt.step()
+        q = queries.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(sub(q).gather(1, labels[:, None]).sum(), q)
+        queries = torch.cat([queries, (queries + 0.1 * g.sign()).clamp(0, 1)])
+    assert any(a.kind == "extraction" for a in alerts)
+    assert next(a for a in alerts if a.kind == "extraction").evidence["queries"] <= 2000
+
+
+def test_confidence_monitor_flags_low_confidence_traffic(digits_model: TrainedModel, digits: Dataset) -> None:
+    clean = digits.x_train[:1000]
+    with torch.no_grad():
+        probs = Ensemble([digits_model.classifier]).predict(clean).probs
+    mon = ConfidenceMonitor.from_probabilities(probs)
+    g = torch.Generator().manual_seed(0)
+    alerts = []
+    for _ in range(10):  # uniform noise images: the model is unsure about them
+        noise = torch.rand(20, 1, 8, 8, generator=g)
+        p = Ensemble([digits_model.classifier]).predict(noise).probs
+        alerts += mon.observe(QueryEvent("n", "m", 0.0, noise.flatten(1), p, p.argmax(1)))
+    assert [a.kind for a in alerts] == ["confidence"]
+    assert alerts[0].evidence["p_value"] < 1e-6
