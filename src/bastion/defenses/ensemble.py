@@ -50,6 +50,10 @@ class Ensemble:
 
     def predict(self, x: Tensor) -> EnsembleOutput:
         """Mean probabilities and per-input disagreement; counts N queries (each member counts its own too)."""
+        if len(self.members) == 1:  # the common case: one model, nothing to average or disagree about
+            single = torch.softmax(self.members[0].predict_logits(x).float(), dim=1)
+            self.queries += int(x.shape[0])
+            return EnsembleOutput(single, torch.zeros(single.shape[0]))
         probs = torch.stack([torch.softmax(m.predict_logits(x).float(), dim=1) for m in self.members])
         mean = probs.mean(0)
         top = mean.argmax(1)

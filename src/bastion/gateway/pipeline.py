@@ -82,6 +82,7 @@ class _Trace:
     input_hash: str | None = None
     output: dict[str, Any] = field(default_factory=dict)
     alerts: list[Alert] = field(default_factory=list)
+    body: bytes | None = None
 
 
 class Gateway:
@@ -180,6 +181,8 @@ class Gateway:
         return result
 
     def _write_audit(self, trace: _Trace, decision: str, status: int, t0: float, client: str | None) -> None:
+        if trace.input_hash is None and trace.body is not None:  # refused before validation: hash the raw body
+            trace.input_hash = input_hash(trace.body)
         event = AuditEvent(
             time=self.clock(),
             request_id=trace.request_id,
@@ -212,7 +215,7 @@ class Gateway:
         return reply
 
     def _predict(self, req: PredictRequest, trace: _Trace) -> PredictReply:
-        trace.input_hash = input_hash(req.body)
+        trace.body = req.body
         principal = self.keys.authenticate(req.token)
         trace.key_id = principal.key_id
         if not (principal.allows(Scope.PREDICT_LABELS) or principal.allows(Scope.PREDICT_SCORES)):

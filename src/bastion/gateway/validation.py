@@ -12,6 +12,8 @@ import json
 import re
 from typing import Any
 
+import numpy as np
+import orjson
 import torch
 from torch import Tensor
 
@@ -38,11 +40,14 @@ def parse_body(body: bytes, content_type: str | None, max_body_bytes: int) -> di
             413, "body_too_large", f"request body exceeds {max_body_bytes} bytes; send fewer inputs per request"
         )
     try:
-        data = json.loads(body, parse_constant=_refuse_constant)
-    except GatewayError:
-        raise
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise GatewayError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
+        data = orjson.loads(body)  # strict and ~5x faster than json; refuses NaN and Infinity literals
+    except orjson.JSONDecodeError:
+        try:  # the slow parser only to say precisely what was wrong
+            data = json.loads(body, parse_constant=_refuse_constant)
+        except GatewayError:
+            raise
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise GatewayError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise GatewayError(
             422, "bad_schema", f'the body must be a JSON object {{"inputs": [...]}}, got {type(data).__name__}'
@@ -82,7 +87,8 @@ def to_batch(data: dict[str, Any], spec: ModelSpec, max_batch: int, *, raw: byte
         if found:
             raise GatewayError(422, "bad_value", f"inputs must hold numbers only: {found}")
     try:
-        x = torch.tensor(inputs, dtype=torch.float32)
+        with np.errstate(over="ignore"):  # overflow to inf is reported below as a non-finite value
+            x = torch.from_numpy(np.array(inputs, dtype=np.float32))
     except (TypeError, ValueError, RuntimeError, OverflowError):
         found = _find_non_number(inputs, "inputs")
         detail = found or "the nested lists are ragged (not every input has the same shape)"

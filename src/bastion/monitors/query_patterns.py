@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 import torch
@@ -9,6 +10,7 @@ from scipy.stats import shapiro
 from torch import Tensor
 
 from bastion.errors import InputValidationError
+from bastion.monitors._distance import pairwise, project
 from bastion.monitors.base import Alert, QueryEvent, Severity
 
 
@@ -38,7 +40,9 @@ class ExtractionMonitor:
     threshold: float = 0.90
     min_queries: int = 100
     max_history: int = 5_000
+    max_kept: int = 500
     test_every: int = 10
+    dim: int = 128
     name: str = "extraction"
     _keys: dict[str, _PradaState] = field(default_factory=dict, init=False, repr=False)
 
@@ -60,8 +64,8 @@ class ExtractionMonitor:
             if kept is None:
                 kept, start = xs[:1], 1
                 st.kept_dists[c], st.thresholds[c] = [], 0.0
-            to_kept = torch.cdist(xs, kept).min(1).values if kept.numel() else None
-            within = torch.cdist(xs, xs)
+            to_kept = pairwise(xs, kept).min(1).values if kept.numel() else None
+            within = pairwise(xs, xs)
             added: list[int] = []
             for i in range(start, xs.shape[0]):  # sequential by definition: each query may join the kept set
                 d = float(to_kept[i]) if to_kept is not None else float("inf")
@@ -75,7 +79,7 @@ class ExtractionMonitor:
                     t = torch.tensor(kd, dtype=torch.float64)
                     st.thresholds[c] = max(st.thresholds[c], float(t.mean() - (t.std() if len(kd) > 1 else 0.0)))
             if added:
-                kept = torch.cat([kept, xs[added]])[-self.max_history :]
+                kept = torch.cat([kept, xs[added]])[-self.max_kept :]  # bounds the cost per query
             st.growing[c] = kept
         if len(st.dists) > self.max_history:
             del st.dists[: len(st.dists) - self.max_history]
@@ -86,7 +90,7 @@ class ExtractionMonitor:
             st = self._keys[event.key_id] = _PradaState()
         n = int(event.inputs.shape[0])
         st.queries += n
-        self._feed(st, event.inputs.float(), event.labels)
+        self._feed(st, project(event.inputs.float(), self.dim), event.labels)
         st.since_test += n
         if st.alerted or len(st.dists) < self.min_queries or st.since_test < self.test_every:
             return []
@@ -115,9 +119,11 @@ class ExtractionMonitor:
 
 @dataclass
 class _ProbeState:
-    buffer: Tensor
+    buffer: Tensor  # ring buffer of the key's last `history` queries
+    sq: Tensor  # their squared norms
     filled: int = 0
-    hits: list[float] = field(default_factory=list)  # times of near-duplicate queries
+    head: int = 0  # where the next query is written
+    hits: deque[int] = field(default_factory=deque)  # query numbers of near-duplicate queries
     alerted: bool = False
     queries: int = 0
 
@@ -139,6 +145,7 @@ class ProbingMonitor:
     k: int = 5
     history: int = 1_000
     hits: int = 10
+    dim: int = 128
     name: str = "probing"
     _keys: dict[str, _ProbeState] = field(default_factory=dict, init=False, repr=False)
 
@@ -148,7 +155,7 @@ class ProbingMonitor:
 
     @staticmethod
     def knn_mean(x: Tensor, ref: Tensor, k: int, *, exclude_self: bool = False) -> Tensor:
-        d = torch.cdist(x, ref)
+        d = pairwise(x, ref)
         if exclude_self:
             d.fill_diagonal_(float("inf"))
         kk = min(k, ref.shape[0] - (1 if exclude_self else 0))
@@ -157,7 +164,8 @@ class ProbingMonitor:
     @classmethod
     def calibrate(cls, clean: Tensor, *, k: int = 5, percentile: float = 0.1, **kwargs: object) -> ProbingMonitor:
         """Threshold from clean inputs (N, ...): the ``percentile`` of their k-NN mean distances among each other."""
-        flat = clean.flatten(1).float()
+        dim = int(kwargs.get("dim", cls.dim))  # type: ignore[call-overload]
+        flat = project(clean.flatten(1).float(), dim)
         if flat.shape[0] <= k + 1:
             raise InputValidationError(f"calibration needs more than k + 1 = {k + 1} clean inputs, got {flat.shape[0]}")
         stat = cls.knn_mean(flat, flat, k, exclude_self=True)
@@ -165,42 +173,46 @@ class ProbingMonitor:
         return cls(threshold=max(threshold, 1e-9), k=k, **kwargs)  # type: ignore[arg-type]
 
     def observe(self, event: QueryEvent) -> list[Alert]:
-        x = event.inputs.float()
+        x = project(event.inputs.float(), self.dim)
         st = self._keys.get(event.key_id)
         if st is None:
-            st = self._keys[event.key_id] = _ProbeState(torch.empty(self.history, x.shape[1]))
+            st = self._keys[event.key_id] = _ProbeState(
+                torch.empty(self.history, x.shape[1]), torch.empty(self.history)
+            )
         n = x.shape[0]
+        first = st.queries
         st.queries += n
-        ref = torch.cat([st.buffer[: st.filled], x]) if st.filled else x
-        # each query against the earlier ones only: the buffer plus the queries before it in this batch
-        d = torch.cdist(x, ref)
+        # each query against the earlier ones only: the key's buffer, then the queries before it in this batch
+        parts = [pairwise(x, st.buffer[: st.filled], st.sq[: st.filled])] if st.filled else []
         if n > 1:
-            mask = torch.ones(n, n, dtype=torch.bool).triu()  # a query and those after it in the batch
-            d[:, st.filled :][mask] = float("inf")
-        else:
-            d[:, st.filled :] = float("inf")
+            within = pairwise(x, x)
+            within.masked_fill_(torch.ones(n, n, dtype=torch.bool).triu(), float("inf"))
+            parts.append(within)
         available = st.filled + torch.arange(n)
-        kk = min(self.k, ref.shape[0])
-        knn = d.topk(kk, dim=1, largest=False).values
-        counts = available.clamp(max=kk)
-        valid = torch.arange(kk).unsqueeze(0) < counts.unsqueeze(1)
-        mean = torch.where(valid, knn, torch.zeros_like(knn)).sum(1) / counts.clamp_min(1)
-        close = (mean < self.threshold) & (available >= self.k)
-        st.hits.extend([event.time] * int(close.sum()))
-        # ring buffer of the last `history` queries
-        keep = x[-self.history :]
-        if st.filled + keep.shape[0] <= self.history:
-            st.buffer[st.filled : st.filled + keep.shape[0]] = keep
-            st.filled += keep.shape[0]
+        kk = min(self.k, st.filled + n - 1)
+        if kk >= 1 and parts:
+            d = torch.cat(parts, 1) if len(parts) > 1 else parts[0]
+            knn = d.topk(kk, dim=1, largest=False).values
+            counts = available.clamp(max=kk)
+            valid = torch.arange(kk).unsqueeze(0) < counts.unsqueeze(1)
+            mean = torch.where(valid, knn, torch.zeros_like(knn)).sum(1) / counts.clamp_min(1)
+            close = (mean < self.threshold) & (available >= self.k)
+            st.hits.extend((first + close.nonzero().flatten()).tolist())
+            closest = float(mean.min())
         else:
-            merged = torch.cat([st.buffer[: st.filled], keep])[-self.history :]
-            st.buffer[: merged.shape[0]] = merged
-            st.filled = merged.shape[0]
-        st.hits = st.hits[-self.history :]
+            closest = float("inf")
+        keep = x[-self.history :]
+        m = keep.shape[0]
+        idx = (st.head + torch.arange(m)) % self.history
+        st.buffer[idx] = keep
+        st.sq[idx] = (keep * keep).sum(1)
+        st.head = (st.head + m) % self.history
+        st.filled = min(self.history, st.filled + m)
+        while st.hits and st.hits[0] < st.queries - self.history:  # only hits among the last `history` queries
+            st.hits.popleft()
         if st.alerted or len(st.hits) < self.hits:
             return []
         st.alerted = True
-        closest = float(mean.min())
         return [
             Alert(
                 monitor=self.name,

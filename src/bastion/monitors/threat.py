@@ -71,6 +71,7 @@ class ThreatTracker:
     def __init__(self, settings: ThreatSettings | None = None) -> None:
         self.settings = settings or ThreatSettings()
         self._keys: dict[str, _KeyState] = {}
+        self._raised: set[str] = set()  # keys above normal: the only ones decay has to look at
         self._service = ThreatLevel.NORMAL
         self._lock = threading.Lock()
 
@@ -85,6 +86,10 @@ class ThreatTracker:
     ) -> LevelTransition:
         old = st.level
         st.level, st.last_change = new, now
+        if new > ThreatLevel.NORMAL:
+            self._raised.add(key_id)
+        else:
+            self._raised.discard(key_id)
         return LevelTransition(now, key_id, old, new, reason, actor)
 
     def _decay(self, key_id: str, st: _KeyState, now: float) -> list[LevelTransition]:
@@ -97,7 +102,7 @@ class ThreatTracker:
 
     def _service_update(self, now: float, out: list[LevelTransition]) -> None:
         s = self.settings
-        attacked = sum(1 for st in self._keys.values() if st.level is ThreatLevel.UNDER_ATTACK)
+        attacked = sum(1 for k in self._raised if self._keys[k].level is ThreatLevel.UNDER_ATTACK)
         if attacked >= s.service_under_attack_keys:
             new = ThreatLevel.UNDER_ATTACK
         elif attacked >= s.service_elevated_keys:
@@ -113,8 +118,8 @@ class ThreatTracker:
         s = self.settings
         out: list[LevelTransition] = []
         with self._lock:
-            for key_id, st in self._keys.items():
-                out.extend(self._decay(key_id, st, now))
+            for key_id in list(self._raised):
+                out.extend(self._decay(key_id, self._keys[key_id], now))
             for a in alerts:
                 if a.key_id is None or a.severity < Severity.WARNING:
                     continue

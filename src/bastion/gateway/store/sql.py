@@ -9,6 +9,7 @@ killed process).
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,6 +83,13 @@ LEVELS = sa.Table(
 )
 
 
+_GET_KEY = "SELECT key_id, name, scopes, secret_hash, created_at, revoked_at FROM api_keys WHERE key_id = ?"
+_APPEND = (
+    "INSERT INTO audit_events (time, request_id, key_id, model, input_hash, n_inputs, decision, status, latency_ms, "
+    "output, alerts, client) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
 def database_url(target: str | Path) -> str:
     """A SQLAlchemy URL from either a URL or a path to an SQLite file."""
     text = str(target)
@@ -120,8 +128,20 @@ class SqlStore:
             _META.create_all(self.engine)
         except sa.exc.OperationalError as exc:
             raise ConfigError(f"cannot open the gateway database {self.url!r}: {exc.orig}") from None
+        # The two statements every request runs (find the key, append the audit event) go straight to the sqlite3
+        # driver on one shared connection: SQLAlchemy's statement construction cost ~0.15 ms each, measured.
+        self._fast: sqlite3.Connection | None = None
+        path = self.url.removeprefix("sqlite:///")
+        if self._sqlite and self.url.startswith("sqlite:///") and path != ":memory:":
+            self._fast = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
+            self._fast.execute("PRAGMA journal_mode=WAL")
+            self._fast.execute(f"PRAGMA synchronous={synchronous.upper()}")
 
     def close(self) -> None:
+        if self._fast is not None:
+            with self._write_lock:
+                self._fast.close()
+                self._fast = None
         self.engine.dispose()
 
     def _write(self, stmt: Any) -> Any:
@@ -153,6 +173,12 @@ class SqlStore:
         )
 
     def get_key(self, key_id: str) -> KeyRecord | None:
+        if self._fast is not None:
+            with self._write_lock:
+                row = self._fast.execute(_GET_KEY, (key_id,)).fetchone()
+            return (
+                None if row is None else KeyRecord(row[0], row[1], tuple(x for x in row[2].split(",") if x), *row[3:])
+            )
         with self.engine.connect() as conn:
             row = conn.execute(KEYS.select().where(KEYS.c.key_id == key_id)).first()
         return None if row is None else self._key(row)
@@ -167,6 +193,24 @@ class SqlStore:
 
     # audit
     def append(self, event: AuditEvent) -> int:
+        if self._fast is not None:  # autocommit: the INSERT is committed when execute returns
+            params = (
+                event.time,
+                event.request_id,
+                event.key_id,
+                event.model,
+                event.input_hash,
+                event.n_inputs,
+                event.decision,
+                event.status,
+                event.latency_ms,
+                json.dumps(event.output, separators=(",", ":")),
+                json.dumps(event.alerts, separators=(",", ":")),
+                event.client,
+            )
+            with self._write_lock:
+                cur = self._fast.execute(_APPEND, params)
+            return int(cur.lastrowid or 0)
         result = self._write(
             AUDIT.insert().values(
                 time=event.time,
