@@ -96,6 +96,11 @@ class Served:
         self.config.write_text(yaml.safe_dump(cfg))
         self.admin = self.key("bench-admin", "admin")
         self.url = f"http://127.0.0.1:{port}"
+        try:  # a stale server on this port would answer for a database that no longer exists
+            httpx.get(f"{self.url}/healthz", timeout=0.5)
+            raise RuntimeError(f"port {port} is already serving; stop the old process first")
+        except httpx.HTTPError:
+            pass
         env = {**os.environ, "BASTION_THREADS": "1"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bastion", "serve", "-c", str(self.config), "--port", str(port)],
@@ -243,6 +248,7 @@ def _first_flag(served: Served, kind: str | None = None) -> dict[str, Any] | Non
 def jacobian_extraction(remote: HttpClassifier, seeds: torch.Tensor, budget: int, lam: float = 0.1) -> int:
     """Papernot et al. 2017 Jacobian-based augmentation: label a few seeds, train a substitute, step each point along
     the sign of the substitute's gradient for its label, label the new points, repeat. Returns queries spent."""
+    torch.manual_seed(0)
     sub = torch.nn.Sequential(
         torch.nn.Conv2d(1, 16, 3, padding=1),
         torch.nn.ReLU(),
@@ -281,36 +287,85 @@ def detection(args: argparse.Namespace, model_path: Path) -> None:
         "with the default monitors (calibrated on 2,000 training images)\n",
         flush=True,
     )
-    rows = []
+    rows: list[tuple[Any, ...]] = []
     port = 18900
     scenarios = [
         ("Square Linf 0.1, 10 images, 1,000-query budget", "probing", 200),
         ("HopSkipJump L2 2.0, 10 images, 1,000-query budget", "probing", 200),
         ("Jacobian-augmentation extraction, 100 seeds, lambda 0.1", "extraction", 2000),
+        ("adaptive: Square Linf 0.1, 10 images, split round-robin over 10 keys (Sybil)", "probing", 200),
     ]
     for title, kind, target in scenarios:
         port += 1
         served = Served(CACHE / "gw-detect", model_path, port)
-        key = served.key("attacker")
-        remote = HttpClassifier(f"{served.url}/v1/models/fmnist/predict", spec, api_key=key, max_batch=256)
-        t0 = time.perf_counter()
-        g = torch.Generator().manual_seed(0)
-        x, y = data.x_test[:10], data.y_test[:10]
-        if title.startswith("Square"):
-            Square(ThreatModel(Norm.LINF, 0.1), max_queries=1000).run(remote, x, y, generator=g)
-        elif title.startswith("HopSkipJump"):
-            HopSkipJump(ThreatModel(Norm.L2, 2.0), max_queries=1000).run(remote, x, y, generator=g)
-        else:
-            jacobian_extraction(remote, data.x_test[:100], budget=3200)
-        seconds = time.perf_counter() - t0
-        flag = _first_flag(served, kind)
-        anyflag = _first_flag(served)
-        at = flag["evidence"][0]["evidence"]["queries"] if flag else None
-        first_any = anyflag["evidence"][0]["evidence"].get("queries") if anyflag else None
-        rows.append((title, remote.queries, kind, at, anyflag["kind"] if anyflag else "-", first_any, target, seconds))
-        served.stop()
+        try:
+            rows.append(_attack(served, title, kind, target, data, spec))
+        finally:
+            served.stop()
     port += 1
     served = Served(CACHE / "gw-detect", model_path, port)
+    try:
+        rows.append(_benign(served, data, spec))
+    finally:
+        served.stop()
+    _table(rows)
+
+
+def _attack(served: Served, title: str, kind: str, target: int, data: Any, spec: Any) -> tuple[Any, ...]:
+    n_keys = 10 if "Sybil" in title else 1
+    remote: Any = RoundRobin(
+        [
+            HttpClassifier(f"{served.url}/v1/models/fmnist/predict", spec, api_key=k, max_batch=50)
+            for k in served.keys(n_keys, "attacker")
+        ],
+        flagged=(lambda: bool(served.incidents())) if n_keys > 1 else None,
+    )
+    t0 = time.perf_counter()
+    g = torch.Generator().manual_seed(0)
+    x, y = data.x_test[:10], data.y_test[:10]
+    if title.startswith("Square"):
+        Square(ThreatModel(Norm.LINF, 0.1), max_queries=1000).run(remote, x, y, generator=g)
+    elif title.startswith("HopSkipJump"):
+        HopSkipJump(ThreatModel(Norm.L2, 2.0), max_queries=1000).run(remote, x, y, generator=g)
+    else:
+        jacobian_extraction(remote, data.x_test[:100], budget=3200)
+    seconds = time.perf_counter() - t0
+    if n_keys > 1:
+        flagged = {i["key_id"] for i in served.incidents()}
+        print(
+            f"Sybil run: {len(flagged)} of {n_keys} keys flagged; the first flag came after {remote.first_flag_total} "
+            "queries of the whole attack",
+            flush=True,
+        )
+    flag = _first_flag(served, kind)
+    anyflag = _first_flag(served)
+    at = flag["evidence"][0]["evidence"]["queries"] if flag else None
+    first_any = anyflag["evidence"][0]["evidence"].get("queries") if anyflag else None
+    return (title, remote.queries, kind, at, anyflag["kind"] if anyflag else "-", first_any, target, seconds)
+
+
+class RoundRobin:
+    """Several keys used in turn, one request each: an attacker who knows the monitors are per key."""
+
+    def __init__(self, remotes: list[HttpClassifier], flagged: Any = None) -> None:
+        self.remotes, self.spec, self.i = remotes, remotes[0].spec, 0
+        self.flagged = flagged  # callable: has any incident been opened yet?
+        self.first_flag_total: int | None = None
+
+    @property
+    def queries(self) -> int:
+        return sum(r.queries for r in self.remotes)
+
+    def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
+        r = self.remotes[self.i % len(self.remotes)]
+        self.i += 1
+        out = r.predict_logits(x)
+        if self.first_flag_total is None and self.flagged is not None and self.flagged():
+            self.first_flag_total = self.queries
+        return out
+
+
+def _benign(served: Served, data: Any, spec: Any) -> tuple[Any, ...]:
     keys = served.keys(20, "benign")
     t0 = time.perf_counter()
     perm = torch.randperm(10_000, generator=torch.Generator().manual_seed(1))
@@ -326,31 +381,29 @@ def detection(args: argparse.Namespace, model_path: Path) -> None:
         t.start()
     for t in threads:
         t.join()
-    benign_alerts = served.incidents()
-    rows.append(
-        (
-            "20 benign keys replaying the test set (500 images each, batches of 10)",
-            10_000,
-            "any",
-            None,
-            ",".join(sorted({i["kind"] for i in benign_alerts})) or "-",
-            len(benign_alerts),
-            0,
-            time.perf_counter() - t0,
-        )
-    )
-    served.stop()
+    incidents = served.incidents()
+    kinds = ",".join(sorted({i["kind"] for i in incidents})) or "-"
+    title = "20 benign keys replaying the test set (500 images each, batches of 10)"
+    return (title, 10_000, "any", None, kinds, len(incidents), 0, time.perf_counter() - t0)
+
+
+def _table(rows: list[tuple[Any, ...]]) -> None:
     print(
-        "| traffic | queries sent | monitor | flagged after (queries) | first incident (kind, queries) | target | seconds |"
+        "| traffic | queries sent | first flag: monitor, after queries | monitor meant for it: after queries | target |"
+        " seconds |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     for title, sent, kind, at, first_kind, first_q, target, secs in rows[:-1]:
-        verdict = "MET" if at is not None and at <= target else "NOT MET"
-        print(f"| {title} | {sent} | {kind} | {at} | {first_kind}, {first_q} | <= {target}: {verdict} | {secs:.1f} |")
+        verdict = "MET" if first_q is not None and first_q <= target else "NOT MET"
+        if title.startswith("adaptive"):
+            verdict = "beyond the issue's targets, reported as measured"
+        print(
+            f"| {title} | {sent} | {first_kind}, {first_q} | {kind}: {at} | first flag <= {target}: {verdict} | "
+            f"{secs:.1f} |"
+        )
     title, sent, _, _, kinds, count, _, secs = rows[-1]
-    print(
-        f"| {title} | {sent} | all | - | incidents: {count} ({kinds}) | none: {'MET' if count == 0 else 'NOT MET'} | {secs:.1f} |"
-    )
+    verdict = "MET" if count == 0 else "NOT MET"
+    print(f"| {title} | {sent} | incidents: {count} ({kinds}) | - | no incident: {verdict} | {secs:.1f} |")
     print(f"load average after: {os.getloadavg()[0]:.2f}", flush=True)
 
 

@@ -34,7 +34,7 @@ def _cases(env: Env) -> list[tuple[str, dict[str, object], int, str]]:
             "invalid_key",
         ),
         ("revoked key", {"json": {"inputs": GOOD}, "headers": env.h(revoked_id[1])}, 401, "revoked_key"),
-        ("huge body", {"content": b"[" + b"0," * 600_000 + b"0]", "headers": js}, 413, "body_too_large"),
+        ("huge body", {"content": b"[" + b"0," * 4_200_000 + b"0]", "headers": js}, 413, "body_too_large"),
         ("huge batch", {"content": big_batch, "headers": js}, 413, "batch_too_large"),
         ("wrong shape", {"json": {"inputs": [[0.5] * 64]}, "headers": ok}, 422, "bad_shape"),
         ("ragged", {"json": {"inputs": [[[[0.5] * 8] * 8], [[[0.5] * 7] * 8]]}, "headers": ok}, 422, "bad_value"),

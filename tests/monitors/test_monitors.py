@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from bastion import Norm, ThreatModel
@@ -111,3 +112,27 @@ def test_confidence_monitor_flags_low_confidence_traffic(digits_model: TrainedMo
         alerts += mon.observe(QueryEvent("n", "m", 0.0, noise.flatten(1), p, p.argmax(1)))
     assert [a.kind for a in alerts] == ["confidence"]
     assert alerts[0].evidence["p_value"] < 1e-6
+
+
+def test_batched_and_one_by_one_queries_are_scored_alike(digits: Dataset) -> None:
+    """The monitors' single-query fast paths must agree with their batch paths."""
+    base = digits.x_test[:10].flatten(1)
+    g = torch.Generator().manual_seed(0)
+    copies = [base + 0.02 * torch.rand(base.shape, generator=g) for _ in range(5)]
+    x = torch.cat([base, *copies])  # natural inputs, then five rounds of near-copies
+    labels = torch.arange(60) % 10
+    p = torch.nn.functional.one_hot(labels, 10).float()
+    one, batch = ProbingMonitor.calibrate(digits.x_train[:500]), ProbingMonitor.calibrate(digits.x_train[:500])
+    ext_one, ext_batch = ExtractionMonitor(), ExtractionMonitor()
+    for i in range(60):
+        ev = QueryEvent("k", "m", 0.0, x[i : i + 1], p[i : i + 1], labels[i : i + 1])
+        one.observe(ev)
+        ext_one.observe(ev)
+    for i in range(0, 60, 20):
+        ev = QueryEvent("k", "m", 0.0, x[i : i + 20], p[i : i + 20], labels[i : i + 20])
+        batch.observe(ev)
+        ext_batch.observe(ev)
+    assert list(one._keys["k"].hits) == list(batch._keys["k"].hits) and len(one._keys["k"].hits) >= 20
+    assert torch.allclose(one._keys["k"].buffer[:60], batch._keys["k"].buffer[:60])
+    # PRADA's statistic ignores order; a batch is recorded class by class
+    assert sorted(ext_one._keys["k"].dists) == pytest.approx(sorted(ext_batch._keys["k"].dists), rel=1e-3)

@@ -31,7 +31,7 @@ class ModelEntry(_Strict):
 
 
 class LimitsConfig(_Strict):
-    max_body_bytes: int = Field(1_048_576, ge=256)
+    max_body_bytes: int = Field(8_388_608, ge=256)
     max_batch: int = Field(256, ge=1)
 
 
@@ -86,7 +86,7 @@ class ConfidenceConfig(_Strict):
 class ExtractionConfig(_Strict):
     enabled: bool = True
     min_queries: int = Field(100, ge=20)
-    threshold: float = Field(0.90, gt=0, lt=1)
+    threshold: float = Field(0.85, gt=0, lt=1)
     max_history: int = Field(5_000, ge=100)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -17,7 +18,7 @@ from bastion.monitors.base import Alert, QueryEvent, Severity
 @dataclass
 class _PradaState:
     growing: dict[int, Tensor] = field(default_factory=dict)  # per class: the kept queries (M, D)
-    kept_dists: dict[int, list[float]] = field(default_factory=dict)
+    kept_dists: dict[int, list[float]] = field(default_factory=dict)  # per class: count, sum, sum of squares
     thresholds: dict[int, float] = field(default_factory=dict)
     dists: list[float] = field(default_factory=list)
     since_test: int = 0
@@ -37,7 +38,7 @@ class ExtractionMonitor:
     Paper: Juuti, Szyller, Marchal & Asokan, "PRADA: protecting against DNN model stealing attacks", EuroS&P 2019.
     """
 
-    threshold: float = 0.90
+    threshold: float = 0.85
     min_queries: int = 100
     max_history: int = 5_000
     max_kept: int = 500
@@ -58,26 +59,29 @@ class ExtractionMonitor:
 
     def _feed(self, st: _PradaState, x: Tensor, labels: Tensor) -> None:
         for c in labels.unique().tolist():
-            xs = x[labels == c]
+            xs = x[labels == c] if x.shape[0] > 1 else x
             kept = st.growing.get(c)
             start = 0
             if kept is None:
                 kept, start = xs[:1], 1
-                st.kept_dists[c], st.thresholds[c] = [], 0.0
-            to_kept = pairwise(xs, kept).min(1).values if kept.numel() else None
-            within = pairwise(xs, xs)
+                st.kept_dists[c], st.thresholds[c] = [0.0, 0.0, 0.0], 0.0  # count, sum, sum of squares
+            to_kept = pairwise(xs, kept).min(1).values.tolist()
+            within = pairwise(xs, xs).tolist() if xs.shape[0] > 1 else None
+            stats = st.kept_dists[c]
             added: list[int] = []
             for i in range(start, xs.shape[0]):  # sequential by definition: each query may join the kept set
-                d = float(to_kept[i]) if to_kept is not None else float("inf")
-                if added:
-                    d = min(d, float(within[i, added].min()))
+                d = to_kept[i]
+                if added and within is not None:
+                    d = min(d, min(within[i][a] for a in added))
                 st.dists.append(d)
                 if d > st.thresholds[c]:
                     added.append(i)
-                    kd = st.kept_dists[c]
-                    kd.append(d)
-                    t = torch.tensor(kd, dtype=torch.float64)
-                    st.thresholds[c] = max(st.thresholds[c], float(t.mean() - (t.std() if len(kd) > 1 else 0.0)))
+                    stats[0] += 1
+                    stats[1] += d
+                    stats[2] += d * d
+                    n, mean = stats[0], stats[1] / stats[0]
+                    std = math.sqrt(max(stats[2] - n * mean * mean, 0.0) / (n - 1)) if n > 1 else 0.0
+                    st.thresholds[c] = max(st.thresholds[c], mean - std)
             if added:
                 kept = torch.cat([kept, xs[added]])[-self.max_kept :]  # bounds the cost per query
             st.growing[c] = kept
@@ -172,17 +176,9 @@ class ProbingMonitor:
         threshold = float(torch.quantile(stat.double(), percentile / 100))
         return cls(threshold=max(threshold, 1e-9), k=k, **kwargs)  # type: ignore[arg-type]
 
-    def observe(self, event: QueryEvent) -> list[Alert]:
-        x = project(event.inputs.float(), self.dim)
-        st = self._keys.get(event.key_id)
-        if st is None:
-            st = self._keys[event.key_id] = _ProbeState(
-                torch.empty(self.history, x.shape[1]), torch.empty(self.history)
-            )
+    def _observe_batch(self, st: _ProbeState, x: Tensor, first: int) -> float:
+        """Score a batch, each query against the key's buffer and the queries before it in the batch."""
         n = x.shape[0]
-        first = st.queries
-        st.queries += n
-        # each query against the earlier ones only: the key's buffer, then the queries before it in this batch
         parts = [pairwise(x, st.buffer[: st.filled], st.sq[: st.filled])] if st.filled else []
         if n > 1:
             within = pairwise(x, x)
@@ -208,6 +204,31 @@ class ProbingMonitor:
         st.sq[idx] = (keep * keep).sum(1)
         st.head = (st.head + m) % self.history
         st.filled = min(self.history, st.filled + m)
+        return closest
+
+    def observe(self, event: QueryEvent) -> list[Alert]:
+        x = project(event.inputs.float(), self.dim)
+        st = self._keys.get(event.key_id)
+        if st is None:
+            st = self._keys[event.key_id] = _ProbeState(
+                torch.empty(self.history, x.shape[1]), torch.empty(self.history)
+            )
+        n = x.shape[0]
+        first = st.queries
+        st.queries += n
+        if n == 1:  # the common case, with a quarter of the tensor operations
+            closest = float("inf")
+            if st.filled >= self.k:
+                d = pairwise(x, st.buffer[: st.filled], st.sq[: st.filled])
+                closest = float(d.topk(self.k, dim=1, largest=False).values.mean())
+                if closest < self.threshold:
+                    st.hits.append(first)
+            st.buffer[st.head] = x[0]
+            st.sq[st.head] = (x[0] * x[0]).sum()
+            st.head = (st.head + 1) % self.history
+            st.filled = min(self.history, st.filled + 1)
+        else:
+            closest = self._observe_batch(st, x, first)
         while st.hits and st.hits[0] < st.queries - self.history:  # only hits among the last `history` queries
             st.hits.popleft()
         if st.alerted or len(st.hits) < self.hits:
