@@ -35,6 +35,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bastion import HttpClassifier, Norm, ThreatModel, load_dataset
 from bastion.attacks import HopSkipJump, Square
+from bastion.models.zoo import load_model
 from evasion import reference_model
 
 CACHE = Path(__file__).resolve().parent / ".cache"
@@ -83,6 +84,7 @@ class Served:
     """A `bastion serve` process on a fresh database, with its admin key and a way to make more keys."""
 
     def __init__(self, workdir: Path, model_path: Path, port: int, **overrides: Any) -> None:
+        self.model_path = model_path
         workdir.mkdir(parents=True, exist_ok=True)
         for f in workdir.glob("gw.db*"):
             f.unlink()
@@ -323,13 +325,27 @@ def _attack(served: Served, title: str, kind: str, target: int, data: Any, spec:
     t0 = time.perf_counter()
     g = torch.Generator().manual_seed(0)
     x, y = data.x_test[:10], data.y_test[:10]
-    if title.startswith("Square"):
-        Square(ThreatModel(Norm.LINF, 0.1), max_queries=1000).run(remote, x, y, generator=g)
-    elif title.startswith("HopSkipJump"):
-        HopSkipJump(ThreatModel(Norm.L2, 2.0), max_queries=1000).run(remote, x, y, generator=g)
+    attack: Any = None
+    if "Square" in title:
+        attack = Square(ThreatModel(Norm.LINF, 0.1), max_queries=1000)
+    elif "HopSkipJump" in title:
+        attack = HopSkipJump(ThreatModel(Norm.L2, 2.0), max_queries=1000)
+    if attack is not None:
+        result = attack.run(remote, x, y, generator=g)
     else:
         jacobian_extraction(remote, data.x_test[:100], budget=3200)
     seconds = time.perf_counter() - t0
+    if attack is not None:  # did degradation hurt the attacker? check its output on the model itself
+        local = load_model(served.model_path).classifier
+        with torch.no_grad():
+            through = int((local.predict_logits(result.x_adv).argmax(1) != y).sum())
+            bare = attack.run(local, x, y, generator=torch.Generator().manual_seed(0))
+            unprotected = int((local.predict_logits(bare.x_adv).argmax(1) != y).sum())
+        print(
+            f"{title}: adversarial examples that fool the model: {through}/10 through the gateway, "
+            f"{unprotected}/10 with the same attack and seed against the unprotected model",
+            flush=True,
+        )
     if n_keys > 1:
         flagged = {i["key_id"] for i in served.incidents()}
         print(

@@ -18,6 +18,7 @@ class _KeyWindow:
     values: deque[float]
     since_test: int = 0
     alerted: bool = False
+    queries: int = 0
 
 
 @dataclass
@@ -53,6 +54,7 @@ class ConfidenceMonitor:
         conf = event.probs.max(1).values.tolist()
         st.values.extend(conf)
         st.since_test += len(conf)
+        st.queries += len(conf)
         if st.alerted:
             if st.since_test >= self.window:
                 st.alerted, st.since_test = False, 0
@@ -80,6 +82,6 @@ class ConfidenceMonitor:
                 score=float(result.statistic),
                 atlas="AML.T0043",
                 time=event.time,
-                evidence={"ks": float(result.statistic), "p_value": p, "window": len(recent)},
+                evidence={"ks": float(result.statistic), "p_value": p, "window": len(recent), "queries": st.queries},
             )
         ]
