@@ -74,29 +74,41 @@ def test_probing_keeps_state_per_key(digits_model: TrainedModel, digits: Dataset
     assert {a.key_id for a in alerts} == {"k0", "k1"} and len(alerts) == 2  # one alert per key, not repeated
 
 
-def test_extraction_monitor_flags_jacobian_style_synthetic_queries(digits_model: TrainedModel, digits: Dataset) -> None:
-    """Papernot-style augmentation: a few seeds, then rounds of x + lambda * sign(gradient) of a substitute."""
+def test_extraction_monitor_flags_synthetic_queries_around_a_few_seeds(
+    digits_model: TrainedModel, digits: Dataset
+) -> None:
+    """Synthetic extraction data made by perturbing a handful of seeds: PRADA's distance distribution collapses."""
     mon = ExtractionMonitor()
-    model = digits_model.classifier
-    seeds = digits.x_test[:20].clone()
-    queries = seeds
+    model, g = digits_model.classifier, torch.Generator().manual_seed(0)
+    seeds = digits.x_test[:10]
     alerts = []
-    sub = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
-    for _ in range(5):
-        with torch.no_grad():
-            labels = model.predict_logits(queries).argmax(1)
+    for _ in range(40):
+        q = (seeds + 0.05 * torch.randn(seeds.shape, generator=g)).clamp(0, 1)
+        labels = model.predict_logits(q).argmax(1)
         probs = torch.nn.functional.one_hot(labels, 10).float()
-        alerts += mon.observe(QueryEvent("x", "m", 0.0, queries.flatten(1), probs, labels))
+        alerts += mon.observe(QueryEvent("x", "m", 0.0, q.flatten(1), probs, labels))
+    assert [a.kind for a in alerts] == ["extraction"]
+    assert alerts[0].evidence["queries"] <= 2000 and alerts[0].evidence["shapiro_w"] < 0.85
+    assert alerts[0].atlas == "AML.T0024.002"
+
+
+def test_jacobian_augmentation_is_flagged_by_the_probing_monitor(digits_model: TrainedModel, digits: Dataset) -> None:
+    """Papernot-style augmentation (x + lambda * sign of a substitute's gradient) sends near-copies of earlier queries."""
+    w = Watched(digits_model, _monitors(digits_model, digits))
+    x = digits.x_test[:20].clone()
+    sub = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    y = w.predict_logits(x).argmax(1)
+    while w.queries < 2000:
         opt = torch.optim.Adam(sub.parameters(), lr=0.05)
         for _ in range(30):
             opt.zero_grad()
-            torch.nn.functional.cross_entropy(sub(queries), labels).backward()
+            torch.nn.functional.cross_entropy(sub(x), y).backward()
             opt.step()
-        q = queries.clone().requires_grad_(True)
-        (g,) = torch.autograd.grad(sub(q).gather(1, labels[:, None]).sum(), q)
-        queries = torch.cat([queries, (queries + 0.1 * g.sign()).clamp(0, 1)])
-    assert any(a.kind == "extraction" for a in alerts)
-    assert next(a for a in alerts if a.kind == "extraction").evidence["queries"] <= 2000
+        xg = x.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(sub(xg).gather(1, y[:, None]).sum(), xg)
+        new = (x + 0.1 * g.sign()).clamp(0, 1)[: 2000 - w.queries]
+        x, y = torch.cat([x, new]), torch.cat([y, w.predict_logits(new).argmax(1)])
+    assert w.first.get("probing", 10**9) <= 2000
 
 
 def test_confidence_monitor_flags_low_confidence_traffic(digits_model: TrainedModel, digits: Dataset) -> None:
