@@ -134,7 +134,8 @@ def create_app(gateway: Gateway) -> FastAPI:
             f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'body'}: {e.get('msg', 'invalid')}"
             for e in exc.errors()
         )
-        return _error(422, "bad_request", problems or "the request body is not valid for this endpoint")
+        message = problems or "the request body is not valid for this endpoint"
+        return await _refused(request, 422, "bad_request", message)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -142,7 +143,15 @@ def create_app(gateway: Gateway) -> FastAPI:
         message = {404: f"no endpoint {request.url.path}", 405: f"{request.method} is not allowed here"}.get(
             exc.status_code, str(exc.detail)
         )
-        return _error(exc.status_code, code, message)
+        return await _refused(request, exc.status_code, code, message)
+
+    async def _refused(request: Request, status: int, code: str, message: str) -> JSONResponse:
+        """Refusals by the web layer are audited too: every request leaves an event."""
+        try:
+            rid = await run_in_threadpool(gateway.record_refusal, _token(request), status, code, _client(request))
+        except GatewayError as exc:  # the audit log is down
+            return JSONResponse(exc.to_dict(), status_code=exc.status)
+        return JSONResponse({"error": {"code": code, "message": message, "request_id": rid}}, status_code=status)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -327,6 +327,16 @@ class Gateway:
 
         return self._audited(trace, f"admin:{action}", client, run)
 
+    def record_refusal(self, token: str | None, status: int, code: str, client: str | None) -> str:
+        """Audit a request the web layer refused before reaching the pipeline (unknown route, bad admin body)."""
+        trace = _Trace()
+        try:
+            trace.key_id = self.keys.authenticate(token).key_id
+        except AuthError:
+            trace.key_id = None
+        self._write_audit(trace, f"refused:{code}", status, time.perf_counter(), client)
+        return trace.request_id
+
     def keyed(self, token: str | None, action: str, fn: Callable[[Principal], T], client: str | None = None) -> T:
         """Run a read-only action for any valid key (metrics, the model list, the schema); audited."""
         trace = _Trace()
