@@ -111,6 +111,10 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     }
     assert results["sanity"] == []  # a plain CNN: no sign of gradient masking
     assert results["model"]["clean_accuracy"] > 0.9
+    # step 4: the attack through the gateway is flagged and the attacker's key degraded, all of it audited
+    out = " ".join(p.stdout.split())
+    assert "incident 1: probing (AML.T0043)" in out and "under_attack" in out
+    assert (tmp_path / "demo" / "gateway" / "gateway.db").is_file()
 
 
 def test_version() -> None:

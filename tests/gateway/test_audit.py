@@ -13,9 +13,10 @@ from pathlib import Path
 
 import httpx
 import yaml
-from tests.gateway.conftest import Env, free_port
+from tests.gateway.conftest import Env
 
 from bastion.data import Dataset
+from bastion.gateway.server import free_port
 
 GOOD = {"inputs": [[[[0.5] * 8] * 8]]}
 
