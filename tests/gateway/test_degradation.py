@@ -30,12 +30,13 @@ def test_square_through_the_gateway_is_flagged_and_the_key_degraded(
                 json={"inputs": digits.x_test[100:101].tolist()},
                 headers=env.h(env.scores),
             ).json()
-            # the attacker's key now gets labels only (the under-attack policy); another key is unaffected
+            # the attacker's key now gets labels only (the under-attack policy); another key still gets scores,
+            # rounded: one key under attack makes the service elevated
             assert after["threat_level"] == "under_attack" and after["release"] == "labels" and "scores" not in after
             other = client.post(
                 "/v1/models/digits/predict", json={"inputs": digits.x_test[100:101].tolist()}, headers=env.h(env.admin)
             ).json()
-            assert other["release"] == "scores" and other["threat_level"] == "normal"
+            assert other["release"] == "scores" and other["threat_level"] == "elevated"
             incidents = client.get("/v1/admin/incidents", headers=env.h(env.admin)).json()["incidents"]
     probing = [i for i in incidents if i["kind"] == "probing"]
     assert len(probing) == 1
@@ -110,3 +111,21 @@ def test_incidents_are_acknowledged_and_resolved_through_the_api(make_env: Calla
     # a new alert after resolution opens a new incident
     assert env.gateway.incidents.record_alert(alert).incident_id != iid
     assert [i["status"] for i in c.get("/v1/admin/incidents", headers=h).json()["incidents"]] == ["resolved", "open"]
+
+
+def test_the_service_level_degrades_every_key(make_env: Callable[..., Env], digits: Dataset) -> None:
+    env = make_env(threat={"service_elevated_keys": 1, "service_under_attack_keys": 2})
+    gw, admin = env.gateway, env.h(env.admin)
+    sybils = [gw.keys.create(f"s{i}", ["predict:scores"]) for i in range(2)]
+    body = {"inputs": digits.x_test[:1].tolist()}
+    env.client.put(f"/v1/admin/threat/{sybils[0][0].key_id}", json={"level": "under_attack"}, headers=admin)
+    r = env.client.post("/v1/models/digits/predict", json=body, headers=env.h(env.scores)).json()
+    assert r["threat_level"] == "elevated" and r["release"] == "scores"  # the default elevated policy rounds
+    assert torch.equal(torch.tensor(r["scores"]), torch.tensor(r["scores"]).round(decimals=2))
+    env.client.put(f"/v1/admin/threat/{sybils[1][0].key_id}", json={"level": "under_attack"}, headers=admin)
+    assert env.client.get("/v1/admin/threat", headers=admin).json()["service_level"] == "under_attack"
+    r = env.client.post("/v1/models/digits/predict", json=body, headers=env.h(env.scores)).json()
+    assert r["threat_level"] == "under_attack" and r["release"] == "labels"  # a key never flagged itself
+    env.client.put(f"/v1/admin/threat/{sybils[1][0].key_id}", json={"level": None}, headers=admin)
+    r = env.client.post("/v1/models/digits/predict", json=body, headers=env.h(env.scores)).json()
+    assert r["threat_level"] == "elevated"

@@ -149,6 +149,11 @@ class Gateway:
     def close(self) -> None:
         self.store.close()
 
+    def level_for(self, key_id: str) -> ThreatLevel:
+        """The level a key is served at: its own, or the service's when that is higher (many keys attacking at once,
+        e.g. one attacker behind several keys, degrade everyone's answers, not only the flagged keys')."""
+        return max(self.threat.level(key_id), self.threat.service_level)
+
     def _policy(self, level: ThreatLevel) -> LevelPolicy:
         lv = self.config.levels
         return {
@@ -220,7 +225,7 @@ class Gateway:
         trace.key_id = principal.key_id
         if not (principal.allows(Scope.PREDICT_LABELS) or principal.allows(Scope.PREDICT_SCORES)):
             raise GatewayError(403, "forbidden", "this key lacks a predict scope (predict:labels or predict:scores)")
-        level = self.threat.level(principal.key_id)
+        level = self.level_for(principal.key_id)
         policy = self._policy(level)
         if policy.quarantine:
             raise GatewayError(
@@ -250,7 +255,7 @@ class Gateway:
         labels = out.probs.argmax(1)
         now = self.clock()
         trace.alerts = self._observe(QueryEvent(principal.key_id, req.model, now, x.flatten(1), out.probs, labels))
-        level = self.threat.level(principal.key_id)
+        level = self.level_for(principal.key_id)
         chain = self._chains[level] if principal.allows(Scope.PREDICT_SCORES) else self._labels_only
         released = chain(out.probs)
         reply = self._reply(trace.request_id, req.model, labels, released, chain, level)
