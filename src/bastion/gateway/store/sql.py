@@ -84,10 +84,29 @@ LEVELS = sa.Table(
 
 
 _GET_KEY = "SELECT key_id, name, scopes, secret_hash, created_at, revoked_at FROM api_keys WHERE key_id = ?"
-_APPEND = (
-    "INSERT INTO audit_events (time, request_id, key_id, model, input_hash, n_inputs, decision, status, latency_ms, "
-    "output, alerts, client) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_AUDIT_COLUMNS = (
+    "time",
+    "request_id",
+    "key_id",
+    "model",
+    "input_hash",
+    "n_inputs",
+    "decision",
+    "status",
+    "latency_ms",
+    "output",
+    "alerts",
+    "client",
 )
+_APPEND = f"INSERT INTO audit_events ({', '.join(_AUDIT_COLUMNS)}) VALUES ({', '.join('?' * len(_AUDIT_COLUMNS))})"
+
+
+def _audit_row(event: AuditEvent) -> dict[str, Any]:
+    """An event as column values (the JSON fields serialised)."""
+    row = {c: getattr(event, c) for c in _AUDIT_COLUMNS}
+    row["output"] = json.dumps(event.output, separators=(",", ":"))
+    row["alerts"] = json.dumps(event.alerts, separators=(",", ":"))
+    return row
 
 
 def database_url(target: str | Path) -> str:
@@ -193,40 +212,12 @@ class SqlStore:
 
     # audit
     def append(self, event: AuditEvent) -> int:
+        row = _audit_row(event)
         if self._fast is not None:  # autocommit: the INSERT is committed when execute returns
-            params = (
-                event.time,
-                event.request_id,
-                event.key_id,
-                event.model,
-                event.input_hash,
-                event.n_inputs,
-                event.decision,
-                event.status,
-                event.latency_ms,
-                json.dumps(event.output, separators=(",", ":")),
-                json.dumps(event.alerts, separators=(",", ":")),
-                event.client,
-            )
             with self._write_lock:
-                cur = self._fast.execute(_APPEND, params)
+                cur = self._fast.execute(_APPEND, tuple(row[c] for c in _AUDIT_COLUMNS))
             return int(cur.lastrowid or 0)
-        result = self._write(
-            AUDIT.insert().values(
-                time=event.time,
-                request_id=event.request_id,
-                key_id=event.key_id,
-                model=event.model,
-                input_hash=event.input_hash,
-                n_inputs=event.n_inputs,
-                decision=event.decision,
-                status=event.status,
-                latency_ms=event.latency_ms,
-                output=json.dumps(event.output, separators=(",", ":")),
-                alerts=json.dumps(event.alerts, separators=(",", ":")),
-                client=event.client,
-            )
-        )
+        result = self._write(AUDIT.insert().values(**row))
         return int(result.inserted_primary_key[0])
 
     def iter_events(self, after_id: int = 0, batch: int = 1000) -> Iterator[AuditEvent]:
