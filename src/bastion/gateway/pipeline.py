@@ -134,11 +134,11 @@ class Gateway:
         from bastion.models.zoo import load_model
 
         torch.set_num_threads(config.threads)
-        store = SqlStore(config.database, synchronous=config.audit.synchronous)
-        secret = load_secret(Path(str(config.secret_file)))
-        models = {
+        models = {  # first, so a bad model path leaves no database or secret file behind
             name: Ensemble([load_model(p).classifier for p in entry.paths]) for name, entry in config.models.items()
         }
+        store = SqlStore(config.database, synchronous=config.audit.synchronous)
+        secret = load_secret(Path(str(config.secret_file)))
         built = None
         if monitors:
             from bastion.gateway.monitoring import build_monitors
