@@ -80,3 +80,11 @@ def test_web_layer_refusals_are_audited(env: Env) -> None:
     assert [(e.status, e.decision) for e in events] == [(404, "refused:not_found"), (422, "refused:bad_request")]
     assert events[0].request_id == r1.json()["error"]["request_id"] and events[1].key_id is not None
     assert r2.json()["error"]["request_id"] == events[1].request_id
+
+
+def test_request_metrics_are_labelled_by_route_not_by_id(env: Env, digits: Dataset) -> None:
+    env.client.post("/v1/models/digits/predict", json={"inputs": digits.x_test[:1].tolist()}, headers=env.h(env.scores))
+    env.client.delete("/v1/admin/keys/feedfacefeed", headers=env.h(env.admin))  # 404: no such key
+    text = env.client.get("/metrics", headers=env.h(env.scores)).text
+    assert 'bastion_requests_total{endpoint="/v1/models/{name}/predict",status="200"} 1.0' in text
+    assert 'endpoint="/v1/admin/keys/{key_id}",status="404"' in text and "feedfacefeed" not in text

@@ -125,7 +125,8 @@ def create_app(gateway: Gateway) -> FastAPI:
 
     @app.exception_handler(GatewayError)
     async def _gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
-        metrics.requests.labels(request.url.path.split("/")[-1] or "/", str(exc.status)).inc()
+        route = request.scope.get("route")  # the path template, not the path: ids must not become label values
+        metrics.requests.labels(getattr(route, "path", "unknown"), str(exc.status)).inc()
         return JSONResponse(exc.to_dict(), status_code=exc.status, headers=exc.headers or None)
 
     @app.exception_handler(RequestValidationError)
@@ -237,7 +238,7 @@ def create_app(gateway: Gateway) -> FastAPI:
             reply = gateway.predict(req)
         else:
             reply = await run_in_threadpool(gateway.predict, req)
-        metrics.requests.labels("predict", "200").inc()
+        metrics.requests.labels("/v1/models/{name}/predict", "200").inc()
         return Response(orjson.dumps(reply.to_dict()), media_type="application/json")
 
     @app.get("/v1/admin/keys", tags=["admin"], responses=_ERRORS)
