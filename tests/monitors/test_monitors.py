@@ -148,3 +148,13 @@ def test_batched_and_one_by_one_queries_are_scored_alike(digits: Dataset) -> Non
     assert torch.allclose(one._keys["k"].buffer[:60], batch._keys["k"].buffer[:60])
     # PRADA's statistic ignores order; a batch is recorded class by class
     assert sorted(ext_one._keys["k"].dists) == pytest.approx(sorted(ext_batch._keys["k"].dists), rel=1e-3)
+
+
+def test_per_key_state_is_bounded(digits: Dataset) -> None:
+    mon = ProbingMonitor.calibrate(digits.x_train[:300], max_keys=3)
+    p = torch.full((1, 10), 0.1)
+    for i in range(5):
+        mon.observe(QueryEvent(f"k{i}", "m", 0.0, digits.x_test[i : i + 1].flatten(1), p, p.argmax(1)))
+    mon.observe(QueryEvent("k2", "m", 0.0, digits.x_test[:1].flatten(1), p, p.argmax(1)))  # k2 seen again: kept
+    mon.observe(QueryEvent("k5", "m", 0.0, digits.x_test[:1].flatten(1), p, p.argmax(1)))
+    assert len(mon._keys) == 3 and "k2" in mon._keys and "k0" not in mon._keys and "k3" not in mon._keys

@@ -7,9 +7,11 @@ a log replay, a test, or a live service.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from torch import Tensor
 
@@ -72,3 +74,42 @@ class Monitor(Protocol):
     name: str
 
     def observe(self, event: QueryEvent) -> list[Alert]: ...
+
+
+S = TypeVar("S")
+
+
+class KeyStates(Generic[S]):
+    """Per-key monitor state for at most ``max_keys`` keys, least recently seen evicted first.
+
+    Bounds a monitor's memory however many keys a service has (a probing history is ~0.5 MB per key); a key that
+    has been quiet longest loses its history first.
+    """
+
+    def __init__(self, max_keys: int = 10_000) -> None:
+        if max_keys < 1:
+            raise ValueError(f"max_keys must be >= 1, got {max_keys}")
+        self.max_keys = max_keys
+        self._states: OrderedDict[str, S] = OrderedDict()
+
+    def get(self, key_id: str) -> S | None:
+        return self._states.get(key_id)
+
+    def get_or_create(self, key_id: str, factory: Callable[[], S]) -> S:
+        st = self._states.get(key_id)
+        if st is None:
+            st = self._states[key_id] = factory()
+            while len(self._states) > self.max_keys:
+                self._states.popitem(last=False)
+        else:
+            self._states.move_to_end(key_id)
+        return st
+
+    def __contains__(self, key_id: object) -> bool:
+        return key_id in self._states
+
+    def __getitem__(self, key_id: str) -> S:
+        return self._states[key_id]
+
+    def __len__(self) -> int:
+        return len(self._states)

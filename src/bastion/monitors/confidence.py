@@ -10,7 +10,7 @@ from scipy.stats import ks_2samp
 from torch import Tensor
 
 from bastion.errors import InputValidationError
-from bastion.monitors.base import Alert, QueryEvent, Severity
+from bastion.monitors.base import Alert, KeyStates, QueryEvent, Severity
 
 
 @dataclass
@@ -36,21 +36,21 @@ class ConfidenceMonitor:
     p_value: float = 1e-6
     test_every: int = 25
     name: str = "confidence"
-    _keys: dict[str, _KeyWindow] = field(default_factory=dict, init=False, repr=False)
+    max_keys: int = 10_000
+    _keys: KeyStates[_KeyWindow] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.baseline, Tensor) or self.baseline.dim() != 1 or self.baseline.numel() < 20:
             raise InputValidationError("baseline must be a 1-D tensor of at least 20 top-1 confidences")
         self._base = self.baseline.double().numpy()
+        self._keys = KeyStates(self.max_keys)
 
     @classmethod
     def from_probabilities(cls, probs: Tensor, **kwargs: object) -> ConfidenceMonitor:
         return cls(probs.max(1).values.detach().cpu(), **kwargs)  # type: ignore[arg-type]
 
     def observe(self, event: QueryEvent) -> list[Alert]:
-        st = self._keys.get(event.key_id)
-        if st is None:
-            st = self._keys[event.key_id] = _KeyWindow(deque(maxlen=self.window))
+        st = self._keys.get_or_create(event.key_id, lambda: _KeyWindow(deque(maxlen=self.window)))
         conf = event.probs.max(1).values.tolist()
         st.values.extend(conf)
         st.since_test += len(conf)

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from bastion.errors import InputValidationError
 from bastion.monitors._distance import pairwise, project
-from bastion.monitors.base import Alert, QueryEvent, Severity
+from bastion.monitors.base import Alert, KeyStates, QueryEvent, Severity
 
 
 @dataclass
@@ -45,11 +45,13 @@ class ExtractionMonitor:
     test_every: int = 10
     dim: int = 128
     name: str = "extraction"
-    _keys: dict[str, _PradaState] = field(default_factory=dict, init=False, repr=False)
+    max_keys: int = 10_000
+    _keys: KeyStates[_PradaState] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not 0 < self.threshold < 1:
             raise InputValidationError(f"threshold must be in (0, 1), got {self.threshold}")
+        self._keys = KeyStates(self.max_keys)
 
     def statistic(self, key_id: str) -> float | None:
         st = self._keys.get(key_id)
@@ -89,9 +91,7 @@ class ExtractionMonitor:
             del st.dists[: len(st.dists) - self.max_history]
 
     def observe(self, event: QueryEvent) -> list[Alert]:
-        st = self._keys.get(event.key_id)
-        if st is None:
-            st = self._keys[event.key_id] = _PradaState()
+        st = self._keys.get_or_create(event.key_id, _PradaState)
         n = int(event.inputs.shape[0])
         st.queries += n
         self._feed(st, project(event.inputs.float(), self.dim), event.labels)
@@ -151,11 +151,13 @@ class ProbingMonitor:
     hits: int = 10
     dim: int = 128
     name: str = "probing"
-    _keys: dict[str, _ProbeState] = field(default_factory=dict, init=False, repr=False)
+    max_keys: int = 10_000
+    _keys: KeyStates[_ProbeState] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.threshold > 0:
             raise InputValidationError(f"threshold must be > 0, got {self.threshold}")
+        self._keys = KeyStates(self.max_keys)
 
     @staticmethod
     def knn_mean(x: Tensor, ref: Tensor, k: int, *, exclude_self: bool = False) -> Tensor:
@@ -208,11 +210,10 @@ class ProbingMonitor:
 
     def observe(self, event: QueryEvent) -> list[Alert]:
         x = project(event.inputs.float(), self.dim)
-        st = self._keys.get(event.key_id)
-        if st is None:
-            st = self._keys[event.key_id] = _ProbeState(
-                torch.empty(self.history, x.shape[1]), torch.empty(self.history)
-            )
+        dim = x.shape[1]
+        st = self._keys.get_or_create(
+            event.key_id, lambda: _ProbeState(torch.empty(self.history, dim), torch.empty(self.history))
+        )
         n = x.shape[0]
         first = st.queries
         st.queries += n
