@@ -15,18 +15,20 @@ from bastion._validate import raise_if, tensor_problems
 from bastion.errors import ConfigError, RemoteModelError
 from bastion.models.base import ModelSpec
 
-OutputKind = Literal["logits", "scores", "labels"]
-_SCORE_KEYS = ("logits", "scores", "probabilities", "labels", "predictions")
+OutputKind = Literal["logits", "scores", "top_k", "labels"]
+_SCORE_KEYS = ("logits", "scores", "probabilities", "top_k", "labels", "predictions")
 
 
 class HttpClassifier:
     """Queries ``POST url`` with ``{"inputs": [...]}`` (nested lists, one per input) and reads the answer.
 
     The endpoint may answer with any one of ``logits``, ``scores`` / ``probabilities`` (an ``(N, K)`` list of
-    lists) or ``labels`` / ``predictions`` (N class indices). Probabilities become log-probabilities; labels become
-    one-hot scores, so label-only endpoints still work with decision-based attacks. ``last_output_kind`` says
-    which form the endpoint returned. Batches larger than ``max_batch`` are split into several requests.
-    Every input sent is counted in ``queries``.
+    lists), ``top_k`` (per input a list of ``{"label", "score"}``; unlisted classes get score 0, as Bastion's gateway
+    answers in top-k mode) or ``labels`` / ``predictions`` (N class indices). Probabilities become
+    log-probabilities; labels become one-hot scores, so label-only endpoints still work with decision-based attacks.
+    ``last_output_kind`` says which form the endpoint returned. Batches larger than ``max_batch`` are split into
+    several requests; when the endpoint answers 413 (body or batch too large), ``max_batch`` is halved and the
+    batch resent in smaller pieces. Every input sent is counted in ``queries``.
 
     Errors (timeouts, connection failures, HTTP error statuses, malformed JSON, wrong shapes) raise
     :class:`~bastion.errors.RemoteModelError` naming the cause.
@@ -78,8 +80,8 @@ class HttpClassifier:
 
     def predict_logits(self, x: Tensor) -> Tensor:
         raise_if(tensor_problems(x, name="x", input_shape=self.spec.input_shape), "model input")
-        parts = [self._query(x[i : i + self.max_batch]) for i in range(0, x.shape[0], self.max_batch)]
-        return torch.cat(parts)
+        step = self.max_batch  # fixed for this call: a 413 inside may lower max_batch for later calls
+        return torch.cat([self._query(x[i : i + step]) for i in range(0, x.shape[0], step)])
 
     def _query(self, x: Tensor) -> Tensor:
         n = int(x.shape[0])
@@ -93,6 +95,10 @@ class HttpClassifier:
         self.requests += 1
         # Every input that reached the server counts, even if the answer is unusable: the server saw it.
         self.queries += n
+        if response.status_code == 413 and n > 1:  # too large for this endpoint: halve the batch and resend
+            step = max(1, n // 2)
+            self.max_batch = min(self.max_batch, step)  # later calls start from the size that may work
+            return torch.cat([self._query(x[i : i + step]) for i in range(0, n, step)])
         if response.status_code >= 400:
             excerpt = response.text[:300].replace("\n", " ")
             raise RemoteModelError(f"{self.url} answered HTTP {response.status_code}: {excerpt}")
@@ -101,6 +107,24 @@ class HttpClassifier:
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise RemoteModelError(f"{self.url} answered with malformed JSON: {response.text[:200]!r}") from None
         return self._parse(payload, n)
+
+    def _parse_top_k(self, rows: Any, n: int, k: int) -> Tensor:
+        if not isinstance(rows, list) or len(rows) != n:
+            raise RemoteModelError(f"{self.url} answered a top_k field that is not a list of {n} entries")
+        out = torch.zeros(n, k)
+        try:
+            for i, row in enumerate(rows):
+                for item in row:
+                    label, score = int(item["label"]), float(item["score"])
+                    if not 0 <= label < k or not 0.0 <= score <= 1.0:
+                        raise ValueError
+                    out[i, label] = score
+        except (TypeError, KeyError, ValueError):
+            raise RemoteModelError(
+                f"{self.url} answered a malformed top_k entry (expected {{'label': 0..{k - 1}, 'score': 0..1}})"
+            ) from None
+        self.last_output_kind = "top_k"
+        return torch.log(out.clamp_min(1e-12))
 
     def _parse(self, payload: Any, n: int) -> Tensor:
         if not isinstance(payload, dict):
@@ -111,6 +135,8 @@ class HttpClassifier:
                 f"{self.url} answered without any of the fields {', '.join(_SCORE_KEYS)}; got {sorted(payload)}"
             )
         k = self.spec.num_classes
+        if key == "top_k":
+            return self._parse_top_k(payload[key], n, k)
         try:
             values = torch.as_tensor(payload[key], dtype=torch.float32)
         except (TypeError, ValueError, RuntimeError):
