@@ -54,18 +54,26 @@ def print_summary(report: Report) -> None:
     table = Table(title=f"{report.title} — clean accuracy {report.clean_accuracy:.1%} on {report.n_samples} inputs")
     for col in ("attack", "norm", "eps", "robust acc", "success", "median norm", "seconds"):
         table.add_column(col, justify="left" if col in ("attack", "norm") else "right")
+    partial = False
     for a in report.attacks:
         for b in a["budgets"]:
+            mark = "" if b.get("complete", True) else " (partial)"
+            partial = partial or bool(mark)
             table.add_row(
                 a["id"],
                 a["norm"],
                 f"{b['eps']:g}",
-                f"{b['robust_accuracy']:.1%}",
+                f"{b['robust_accuracy']:.1%}{mark}",
                 f"{b['success_rate']:.1%}",
                 f"{b['median_norm']:.3f}",
                 f"{b['seconds']:.2f}",
             )
     console.print(table)
+    if partial:
+        console.print("[yellow](partial): the attack stopped early and its figures overstate robustness. Why:[/]")
+        for a in report.attacks:
+            for err in a.get("errors", []):
+                console.print(f"  {a['id']} {err}", highlight=False, markup=False)
     for c in report.checks:
         mark = "[green]pass[/]" if c["passed"] else "[red]FAIL[/]"
         console.print(f"{mark}  {c['rule']}  (measured {c['value']:.4f})")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -44,6 +45,8 @@ class HttpClassifier:
         timeout: float = 10.0,
         max_batch: int = 256,
         input_field: str = "inputs",
+        rate_limit_retries: int = 3,
+        max_retry_wait: float = 5.0,
     ) -> None:
         problems = []
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
@@ -52,6 +55,10 @@ class HttpClassifier:
             problems.append(f"timeout must be a positive number of seconds, got {timeout!r}")
         if not isinstance(max_batch, int) or max_batch < 1:
             problems.append(f"max_batch must be a positive int, got {max_batch!r}")
+        if isinstance(rate_limit_retries, bool) or not isinstance(rate_limit_retries, int) or rate_limit_retries < 0:
+            problems.append(f"rate_limit_retries must be an int >= 0, got {rate_limit_retries!r}")
+        if not isinstance(max_retry_wait, (int, float)) or not math.isfinite(max_retry_wait) or max_retry_wait < 0:
+            problems.append(f"max_retry_wait must be a number of seconds >= 0, got {max_retry_wait!r}")
         if not isinstance(spec, ModelSpec):
             problems.append(f"spec must be a ModelSpec, got {type(spec).__name__}")
         if problems:
@@ -64,6 +71,8 @@ class HttpClassifier:
         self.timeout = float(timeout)
         self.max_batch = max_batch
         self.input_field = input_field
+        self.rate_limit_retries = rate_limit_retries
+        self.max_retry_wait = float(max_retry_wait)
         self.queries = 0
         self.requests = 0
         self.last_output_kind: OutputKind | None = None
@@ -83,18 +92,35 @@ class HttpClassifier:
         step = self.max_batch  # fixed for this call: a 413 inside may lower max_batch for later calls
         return torch.cat([self._query(x[i : i + step]) for i in range(0, x.shape[0], step)])
 
+    def _post(self, body: dict[str, Any]) -> httpx.Response:
+        """POST once, or a few times when the endpoint asks to wait briefly (429 with a short Retry-After)."""
+        for attempt in range(self.rate_limit_retries + 1):
+            try:
+                response = self._client.post(self.url, json=body)
+            except httpx.TimeoutException:
+                raise RemoteModelError(f"{self.url} did not answer within {self.timeout:g}s") from None
+            except httpx.HTTPError as e:
+                raise RemoteModelError(f"cannot reach {self.url}: {type(e).__name__}: {e}") from None
+            self.requests += 1
+            if response.status_code != 429 or attempt == self.rate_limit_retries:
+                return response
+            try:
+                wait = float(response.headers.get("Retry-After", "1"))
+            except ValueError:
+                return response  # an HTTP-date or garbage: do not guess, report the 429
+            if not 0 <= wait <= self.max_retry_wait:
+                return response
+            time.sleep(wait)
+        return response
+
     def _query(self, x: Tensor) -> Tensor:
         n = int(x.shape[0])
         body = {self.input_field: x.detach().cpu().tolist()}
-        try:
-            response = self._client.post(self.url, json=body)
-        except httpx.TimeoutException:
-            raise RemoteModelError(f"{self.url} did not answer within {self.timeout:g}s") from None
-        except httpx.HTTPError as e:
-            raise RemoteModelError(f"cannot reach {self.url}: {type(e).__name__}: {e}") from None
-        self.requests += 1
-        # Every input that reached the server counts, even if the answer is unusable: the server saw it.
-        self.queries += n
+        response = self._post(body)
+        # Every input the endpoint evaluated counts, even if the answer is unusable; 413 and 429 refusals did not
+        # reach the model (a too-large batch is resent in pieces and counted then).
+        if response.status_code not in (413, 429):
+            self.queries += n
         if response.status_code == 413 and n > 1:  # too large for this endpoint: halve the batch and resend
             step = max(1, n // 2)
             self.max_batch = min(self.max_batch, step)  # later calls start from the size that may work
