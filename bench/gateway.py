@@ -122,14 +122,10 @@ class Served:
         return out.stdout.strip().splitlines()[-1]
 
     def keys(self, n: int, prefix: str) -> list[str]:
-        from bastion.gateway.admin import open_admin
-        from bastion.gateway.config import load_config
+        from bastion.gateway.admin import admin_session
 
-        h = open_admin(load_config(self.config))
-        try:
+        with admin_session(self.config) as h:
             return [h.keys.create(f"{prefix}-{i}", ["predict:scores"])[1] for i in range(n)]
-        finally:
-            h.close()
 
     def incidents(self) -> list[dict[str, Any]]:
         r = httpx.get(f"{self.url}/v1/admin/incidents", headers={"Authorization": f"Bearer {self.admin}"}, timeout=30)

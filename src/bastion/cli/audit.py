@@ -19,12 +19,8 @@ def export(
     after: Annotated[int, typer.Option(min=0, help="only events with a larger event_id")] = 0,
 ) -> None:
     """Write every audit event (one JSON object per line), oldest first."""
-    from bastion.gateway.admin import open_admin
-    from bastion.gateway.config import load_config
+    from bastion.gateway.admin import admin_session
 
-    h = open_admin(load_config(config))
-    try:
+    with admin_session(config) as h:
         n = h.audit.export(out, after)
-    finally:
-        h.close()
     console.print(f"wrote {n} audit events to {out}")

@@ -27,18 +27,10 @@ def list_incidents(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
 ) -> None:
     """List incidents, newest last."""
-    from bastion.errors import InputValidationError
-    from bastion.gateway.admin import open_admin
-    from bastion.gateway.config import load_config
-    from bastion.gateway.errors import GatewayError
+    from bastion.gateway.admin import admin_session
 
-    h = open_admin(load_config(config))
-    try:
+    with admin_session(config) as h:
         records = h.incidents.list(status)
-    except GatewayError as exc:
-        raise InputValidationError(exc.message) from None
-    finally:
-        h.close()
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in records], indent=2))
         return
@@ -59,18 +51,10 @@ def list_incidents(
 
 
 def _transition(config: Path, incident_id: int, status: str, note: str) -> None:
-    from bastion.errors import InputValidationError
-    from bastion.gateway.admin import open_admin
-    from bastion.gateway.config import load_config
-    from bastion.gateway.errors import GatewayError
+    from bastion.gateway.admin import admin_session
 
-    h = open_admin(load_config(config))
-    try:
+    with admin_session(config) as h:
         rec = h.incidents.transition(incident_id, status, "cli", note)
-    except GatewayError as exc:
-        raise InputValidationError(exc.message) from None
-    finally:
-        h.close()
     console.print(f"incident {rec.incident_id} is now {rec.status}")
 
 

@@ -9,16 +9,10 @@ import typer
 from rich.table import Table
 
 from bastion.cli._console import console, err_console
+from bastion.gateway.admin import admin_session
 
 keys_app = typer.Typer(help="Create, list and revoke the gateway's API keys.", no_args_is_help=True)
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="gateway YAML")]
-
-
-def _admin(config: Path):  # type: ignore[no-untyped-def]
-    from bastion.gateway.admin import open_admin
-    from bastion.gateway.config import load_config
-
-    return open_admin(load_config(config))
 
 
 @keys_app.command("create")
@@ -30,11 +24,8 @@ def create(
     config: ConfigOpt = Path("gateway.yaml"),
 ) -> None:
     """Create a key and print it once: only a keyed hash is stored."""
-    h = _admin(config)
-    try:
+    with admin_session(config) as h:
         record, key = h.keys.create(name, scope)
-    finally:
-        h.close()
     err_console.print(f"created key [bold]{record.key_id}[/] ({', '.join(record.scopes)}) for {record.name}")
     err_console.print("[yellow]store it now: it cannot be shown again[/]")
     typer.echo(key)
@@ -43,11 +34,8 @@ def create(
 @keys_app.command("list")
 def list_keys(config: ConfigOpt = Path("gateway.yaml")) -> None:
     """List keys (never their secrets)."""
-    h = _admin(config)
-    try:
+    with admin_session(config) as h:
         records = h.keys.list()
-    finally:
-        h.close()
     table = Table("key id", "name", "scopes", "state")
     for r in records:
         table.add_row(r.key_id, r.name, ", ".join(r.scopes), "active" if r.active else "revoked")
@@ -59,11 +47,8 @@ def revoke(key_id: Annotated[str, typer.Argument()], config: ConfigOpt = Path("g
     """Revoke a key; a running gateway refuses it from its next request."""
     from bastion.errors import InputValidationError
 
-    h = _admin(config)
-    try:
+    with admin_session(config) as h:
         done = h.keys.revoke(key_id)
-    finally:
-        h.close()
     if not done:
         raise InputValidationError(f"no active key {key_id!r} (see `bastion keys list`)")
     console.print(f"revoked {key_id}")

@@ -204,11 +204,6 @@ class Gateway:
         )
         self.audit.record(event)
 
-    def authenticate(self, token: str | None, scope: Scope) -> Principal:
-        principal = self.keys.authenticate(token)
-        self.keys.require(principal, scope)
-        return principal
-
     # ---- predict
     def predict(self, req: PredictRequest) -> PredictReply:
         trace = _Trace(model=req.model)
@@ -320,17 +315,10 @@ class Gateway:
         self.metrics.service_level.set(int(self.threat.service_level))
         self.metrics.keys_under_attack.set(len(self.threat.snapshot()))
 
-    # ---- admin
+    # ---- admin and other keyed actions
     def admin(self, token: str | None, action: str, fn: Callable[[Principal], T], client: str | None = None) -> T:
         """Run an admin action for a key with the admin scope; audited like any request."""
-        trace = _Trace()
-
-        def run() -> T:
-            principal = self.authenticate(token, Scope.ADMIN)
-            trace.key_id = principal.key_id
-            return fn(principal)
-
-        return self._audited(trace, f"admin:{action}", client, run)
+        return self.keyed(token, f"admin:{action}", fn, client, scope=Scope.ADMIN)
 
     def record_refusal(self, token: str | None, status: int, code: str, client: str | None) -> str:
         """Audit a request the web layer refused before reaching the pipeline (unknown route, bad admin body)."""
@@ -342,12 +330,23 @@ class Gateway:
         self._write_audit(trace, f"refused:{code}", status, time.perf_counter(), client)
         return trace.request_id
 
-    def keyed(self, token: str | None, action: str, fn: Callable[[Principal], T], client: str | None = None) -> T:
-        """Run a read-only action for any valid key (metrics, the model list, the schema); audited."""
+    def keyed(
+        self,
+        token: str | None,
+        action: str,
+        fn: Callable[[Principal], T],
+        client: str | None = None,
+        *,
+        scope: Scope | None = None,
+    ) -> T:
+        """Run an action for a valid key (with ``scope``, if given: metrics, the model list, the schema need none);
+        audited."""
         trace = _Trace()
 
         def run() -> T:
             principal = self.keys.authenticate(token)
+            if scope is not None:
+                self.keys.require(principal, scope)
             trace.key_id = principal.key_id
             return fn(principal)
 

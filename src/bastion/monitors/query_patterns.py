@@ -53,12 +53,6 @@ class ExtractionMonitor:
             raise InputValidationError(f"threshold must be in (0, 1), got {self.threshold}")
         self._keys = KeyStates(self.max_keys)
 
-    def statistic(self, key_id: str) -> float | None:
-        st = self._keys.get(key_id)
-        if st is None or len(st.dists) < 3:
-            return None
-        return float(shapiro(st.dists[-self.max_history :]).statistic)
-
     def _feed(self, st: _PradaState, x: Tensor, labels: Tensor) -> None:
         for c in labels.unique().tolist():
             xs = x[labels == c] if x.shape[0] > 1 else x
