@@ -80,7 +80,10 @@ def _gateway_demo(out: Path, weights: Path, dataset: Dataset, seed: int) -> None
         _, attacker = gateway.keys.create("demo-attacker", ["predict:scores"])
         _, admin = gateway.keys.create("demo-admin", ["admin"])
         with serve_in_background(gateway) as url:
-            remote = HttpClassifier(f"{url}/v1/models/digits/predict", dataset.spec, api_key=attacker)
+            # no waiting out 429s: the demo shows the throttle stopping the attack, in seconds
+            remote = HttpClassifier(
+                f"{url}/v1/models/digits/predict", dataset.spec, api_key=attacker, rate_limit_retries=0
+            )
             x, y = dataset.x_test[:5], dataset.y_test[:5]
             result = Square(ThreatModel(Norm.LINF, 0.1), max_queries=100).run(
                 remote, x, y, generator=torch.Generator().manual_seed(seed)
