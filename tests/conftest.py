@@ -35,3 +35,63 @@ def digits_model_file(digits_model: TrainedModel, tmp_path_factory: pytest.TempP
 def batch(digits: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
     """64 test inputs and labels."""
     return digits.x_test[:64].clone(), digits.y_test[:64].clone()
+
+
+def digits_cnn_factory() -> torch.nn.Module:
+    """An ``--arch`` factory for the tests: the digits reference CNN, untrained (weights come from safetensors)."""
+    from bastion.models.zoo import build
+
+    return build("digits-cnn", (1, 8, 8), 10, {})
+
+
+@pytest.fixture(scope="session")
+def user_models(
+    digits: Dataset, digits_model: TrainedModel, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
+    """The digits CNN as a user would bring it: ONNX, torch.export, TorchScript, bare safetensors; plus a
+    scikit-learn model saved with skops and two pickles (which must be refused)."""
+    import pickle
+
+    import skops.io as sio
+    from safetensors.torch import save_file
+    from sklearn.linear_model import LogisticRegression
+
+    root = tmp_path_factory.mktemp("user-models")
+    net = digits_model.module.eval()
+    x = digits.x_test[:4]
+    paths = {
+        "onnx": root / "digits.onnx",
+        "pt2": root / "digits.pt2",
+        "torchscript": root / "digits.ts",
+        "safetensors": root / "digits-weights.safetensors",
+        "skops": root / "digits-logreg.skops",
+        "pickle": root / "digits.pkl",
+        "torch-save": root / "digits-checkpoint.pt",
+    }
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net,
+            (x,),
+            str(paths["onnx"]),
+            dynamo=False,
+            input_names=["x"],
+            output_names=["logits"],
+            dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}},
+        )
+        ep = torch.export.export(net, (x,), dynamic_shapes={"x": {0: torch.export.Dim("n", min=1, max=4096)}})
+        torch.export.save(ep, str(paths["pt2"]))
+        torch.jit.save(torch.jit.trace(net, x), str(paths["torchscript"]))
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(paths["safetensors"]))
+    logreg = LogisticRegression(max_iter=500).fit(digits.x_train.flatten(1).numpy(), digits.y_train.numpy())
+    sio.dump(logreg, str(paths["skops"]))
+    paths["pickle"].write_bytes(pickle.dumps(logreg))
+    torch.save(net.state_dict(), str(paths["torch-save"]))
+    return paths
+
+
+def tiny_wrong_factory() -> torch.nn.Module:
+    """An ``--arch`` factory whose module does not fit the digits CNN's weights."""
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))

@@ -11,7 +11,7 @@ import numpy as np
 from torch import Tensor
 
 from bastion._registry import Registry
-from bastion.models.base import ModelSpec
+from bastion.types import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -84,5 +84,17 @@ DATASETS: Registry[Loader] = Registry("dataset")
 
 
 def load_dataset(name: str, **kwargs: Any) -> Dataset:
-    """Load a registered dataset by name (``digits``, ``fashion-mnist``, ``breast-cancer``)."""
+    """Load a built-in dataset by name (``digits``, ``fashion-mnist``, ``breast-cancer``) or a user's data by path.
+
+    A path may be an ``.npz`` file, a CSV file or an image folder; ``options=DataOptions(...)`` says how to read it
+    (see :mod:`bastion.data.files`). Built-in names win over same-named files in the working directory.
+    """
+    if isinstance(name, str) and name.lower() in DATASETS.names():
+        return DATASETS.get(name)(**kwargs)
+    from pathlib import Path
+
+    from bastion.data.files import load_data_path
+
+    if isinstance(name, (str, Path)) and (Path(name).exists() or "/" in str(name) or "." in str(name)):
+        return load_data_path(name, kwargs.get("options"))
     return DATASETS.get(name)(**kwargs)

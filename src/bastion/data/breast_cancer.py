@@ -8,7 +8,7 @@ from sklearn.datasets import load_breast_cancer
 from sklearn.model_selection import train_test_split
 
 from bastion.data.base import DATASETS, Dataset, DatasetProvenance, fingerprint
-from bastion.models.base import ModelSpec
+from bastion.types import ModelSpec
 
 SPLIT_SEED = 0
 TEST_FRACTION = 0.25

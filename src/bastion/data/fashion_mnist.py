@@ -13,7 +13,7 @@ import torch
 
 from bastion.data.base import DATASETS, Dataset, DatasetProvenance, fingerprint
 from bastion.errors import DatasetNotFoundError, InputValidationError
-from bastion.models.base import ModelSpec
+from bastion.types import ModelSpec
 
 DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")
 ENV_VAR = "BASTION_FASHION_MNIST"

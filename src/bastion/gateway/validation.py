@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from bastion.gateway.errors import GatewayError
-from bastion.models.base import ModelSpec
+from bastion.types import ModelSpec
 
 BOUNDS_TOLERANCE = 1e-6
 

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from bastion._validate import raise_if, tensor_problems
 from bastion.errors import ConfigError, RemoteModelError
-from bastion.models.base import ModelSpec
+from bastion.types import ModelSpec
 
 OutputKind = Literal["logits", "scores", "top_k", "labels"]
 _SCORE_KEYS = ("logits", "scores", "probabilities", "top_k", "labels", "predictions")

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from bastion._validate import raise_if, tensor_problems
 from bastion.errors import ConfigError
-from bastion.models.base import ModelSpec
+from bastion.types import ModelSpec
 
 
 class SklearnClassifier:

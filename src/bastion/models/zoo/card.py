@@ -17,9 +17,9 @@ from torch import nn
 
 from bastion._version import __version__
 from bastion.errors import ArtifactError, IntegrityError
-from bastion.models.base import ModelSpec
 from bastion.models.torch import TorchClassifier
 from bastion.models.zoo.nets import build
+from bastion.types import ModelSpec
 
 CARD_FORMAT = 1
 
