@@ -34,7 +34,7 @@ def test_assessment_figures_are_consistent(digits_model: TrainedModel, digits: D
     for bf, bp in zip(fgsm.budgets, pgd.budgets, strict=True):
         assert bp.robust_accuracy <= bf.robust_accuracy + 0.02
     assert a.outcomes[1].atlas == ("AML.T0043", "AML.T0015") and a.outcomes[1].owasp.startswith("ML01")
-    passed = {c.eps: c.passed for c in a.checks}
+    passed = {c.at["eps"]: c.passed for c in a.checks}
     assert passed == {0.05: True, 0.2: False} and not a.passed
     assert a.examples and all(e.attack in ("fgsm-linf", "pgd-linf") for e in a.examples)
 

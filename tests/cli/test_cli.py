@@ -109,7 +109,7 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
         "square-linf",
         "hopskipjump-l2",
     }
-    assert results["sanity"] == []  # a plain CNN: no sign of gradient masking
+    assert [f for f in results["sanity"] if f["severity"] == "error"] == []  # a plain CNN: no gradient masking
     assert results["model"]["clean_accuracy"] > 0.9
     # step 4: the attack through the gateway is flagged and the attacker's key degraded, all of it audited
     out = " ".join(p.stdout.split())

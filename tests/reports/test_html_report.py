@@ -49,8 +49,8 @@ def test_report_embeds_figures_and_matches_results_json(
                     rf"data-attack='{attack['id']}' data-eps='{budget['eps']!r}' data-metric='{metric}'>([^<]+)<", html
                 )
                 assert cell is not None, (attack["id"], budget["eps"], metric)
-                assert cell.group(1) == fmt(budget[metric])
-    assert results["passed"] is False and "FAILED" in html
+                assert cell.group(1).strip() == fmt(budget[metric])
+    assert results["passed"] is False and results["gate"]["status"] == "fail" and "FAILED" in html
     assert results["thresholds"][0]["value"] == results["attacks"][1]["budgets"][0]["robust_accuracy"]
     assert results["model"]["weights_sha256"] == loaded.card.weights_sha256 != ""
     assert results["data"]["sha256"] == digits.provenance.sha256

@@ -1,20 +1,29 @@
-"""Run an assess policy against a model and data: every attack at every budget, with per-budget figures."""
+"""Run an assess policy against a model and data: every entry of every family, then the gate's verdict.
+
+The verdict is one of ``pass``, ``fail``, ``inconclusive`` or ``no gate`` and never passes falsely: a threshold on
+a row that was cut short (an endpoint that failed or throttled, answers that degraded mid-run) is inconclusive, and
+a sanity-check error (gradient masking, randomised answers, black-box beating white-box) fails the gate unless the
+policy lists it under ``accept_sanity``.
+"""
 
 from __future__ import annotations
 
-import math
+import hashlib
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
 from bastion._progress import NullProgress, Progress
-from bastion._torch import batch_slices, make_generator
+from bastion._torch import make_generator
 from bastion._validate import label_problems, raise_if, tensor_problems
-from bastion.assess.policy import AttackEntry, Policy, Threshold
-from bastion.attacks.base import EvasionAttack
+from bastion.assess.families.base import AssessData, AtValue, FamilyResult, MetricRow
+from bastion.assess.families.evasion import AttackOutcome, BudgetResult, EvasionPayload, Example
+from bastion.assess.metrics import Estimate
+from bastion.assess.policy import Policy, Threshold
 from bastion.attacks.sanity import (
     BudgetFigure,
     SanityFlag,
@@ -26,69 +35,52 @@ from bastion.attacks.sanity import (
 from bastion.errors import ConfigError, RemoteModelError
 from bastion.models.base import Classifier, predict_labels
 
+__all__ = [
+    "Assessment",
+    "AttackOutcome",
+    "BudgetResult",
+    "Example",
+    "GateStatus",
+    "ThresholdCheck",
+    "run_assessment",
+    "select_samples",
+]
 
-@dataclass(frozen=True)
-class BudgetResult:
-    """One attack at one eps, over the assessed samples.
-
-    ``robust_accuracy``: fraction of all samples classified correctly both clean and under attack.
-    ``success_rate``: fraction of the clean-correct samples the attack broke.
-    """
-
-    eps: float
-    robust_accuracy: float
-    success_rate: float
-    mean_norm: float
-    median_norm: float
-    mean_queries: float
-    seconds: float
-    n_attacked: int
-    complete: bool = True
-    contributions: dict[str, int] = field(default_factory=dict)  # for suites: inputs broken by each component
-
-
-@dataclass(frozen=True)
-class AttackOutcome:
-    """All budgets of one policy attack entry."""
-
-    id: str
-    attack: str
-    norm: str
-    targeted: bool
-    params: dict[str, Any]
-    threat_name: str
-    atlas: tuple[str, ...]
-    owasp: str
-    budgets: tuple[BudgetResult, ...]
-    showcase_eps: float
-    showcase_norms: tuple[float, ...]  # perturbation norms of the successful examples at showcase_eps
-    white_box: bool = True
-    showcase_success_queries: tuple[int, ...] = ()  # queries each successful input needed, at showcase_eps
-    errors: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Example:
-    """One input shown clean and adversarial in the report."""
-
-    index: int
-    attack: str
-    eps: float
-    label: int
-    clean_pred: int
-    adv_pred: int
-    x: Tensor
-    x_adv: Tensor
+GateStatus = Literal["pass", "fail", "inconclusive", "no gate"]
+CheckStatus = Literal["pass", "fail", "inconclusive"]
 
 
 @dataclass(frozen=True)
 class ThresholdCheck:
+    """One threshold judged: ``value`` is the figure compared (the point value or the chosen interval bound)."""
+
     rule: str
-    attack: str
-    eps: float
+    entry: str
+    at: dict[str, AtValue]
     metric: str
+    bound: str
     value: float
-    passed: bool
+    estimate: Estimate | None
+    status: CheckStatus
+    reason: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "pass"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "entry": self.entry,
+            "at": dict(self.at),
+            "metric": self.metric,
+            "bound": self.bound,
+            "value": self.value,
+            "estimate": self.estimate.to_dict() if self.estimate else None,
+            "status": self.status,
+            "passed": self.passed,
+            "reason": self.reason,
+        }
 
 
 @dataclass(frozen=True)
@@ -105,17 +97,20 @@ class Assessment:
     seconds: float
     threads: int
     sanity: tuple[SanityFlag, ...] = ()
+    results: tuple[FamilyResult, ...] = ()
+    gate: GateStatus = "no gate"
+    gate_reasons: tuple[str, ...] = ()
+    clean_accuracy_ci: tuple[float, float] = (0.0, 1.0)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
-        return all(c.passed for c in self.checks)
+        """True only for a gate that was set and passed."""
+        return self.gate == "pass"
 
-
-def _showcase_eps(entry: AttackEntry, thresholds: list[Threshold]) -> float:
-    for t in thresholds:
-        if t.attack == entry.key:
-            return t.eps
-    return entry.eps[len(entry.eps) // 2]
+    @property
+    def rows(self) -> tuple[MetricRow, ...]:
+        return tuple(r for res in self.results for r in res.rows)
 
 
 def select_samples(n_available: int, n: int, seed: int) -> Tensor:
@@ -129,6 +124,12 @@ def select_samples(n_available: int, n: int, seed: int) -> Tensor:
     return perm[:n].sort().values
 
 
+def derived_seed(seed: int, entry: str, at: Mapping[str, AtValue]) -> int:
+    """A seed for one (entry, row): the same whatever else the policy runs and in whichever order."""
+    key = f"{seed}|{entry}|" + "|".join(f"{k}={at[k]!r}" for k in sorted(at))
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little") & ((1 << 62) - 1)
+
+
 def run_assessment(
     model: Classifier,
     x_test: Tensor,
@@ -136,9 +137,8 @@ def run_assessment(
     policy: Policy,
     *,
     progress: Progress | None = None,
-    examples_per_attack: int = 4,
 ) -> Assessment:
-    """Attack ``model`` on a seeded subset of ``(x_test, y_test)`` as ``policy`` says."""
+    """Run every entry of ``policy`` on a seeded subset of ``(x_test, y_test)`` and judge its thresholds."""
     spec = model.spec
     problems = tensor_problems(x_test, name="x_test", input_shape=spec.input_shape, bounds=spec.bounds)
     problems += label_problems(
@@ -152,115 +152,47 @@ def run_assessment(
     start = time.perf_counter()
     idx = select_samples(int(x_test.shape[0]), policy.samples, policy.seed)
     x, y = x_test[idx], y_test[idx]
-    n = int(x.shape[0])
     clean_pred = predict_labels(model, x, batch_size=policy.batch_size)
-    correct = clean_pred == y
-    cidx = correct.nonzero().squeeze(1)
-    xc, yc = x[cidx], y[cidx]
-    generator = make_generator(policy.seed, getattr(model, "device", "cpu"))
+    data = AssessData(x, y, idx, clean_pred, policy.batch_size, policy.confidence)
+    device = getattr(model, "device", "cpu")
 
-    outcomes: list[AttackOutcome] = []
-    examples: list[Example] = []
-    for entry in policy.attacks:
-        show_eps = _showcase_eps(entry, policy.thresholds)
-        budgets: list[BudgetResult] = []
-        show_norms: tuple[float, ...] = ()
-        show_queries: tuple[int, ...] = ()
-        errors: list[str] = []
-        attack = None
-        for eps in entry.eps:
-            attack = entry.build(eps)
-            batches = list(batch_slices(xc.shape[0], policy.batch_size)) if xc.shape[0] else []
-            progress.task(f"{entry.key} eps={eps:g}", max(1, len(batches)))
-            success, norms, queries, adv, adv_labels = [], [], [], [], []
-            complete = True
-            contributions: dict[str, int] = {}
-            t0 = time.perf_counter()
-            for s in batches:
-                target = None
-                if entry.targeted:
-                    target = _next_class_targets(yc[s], spec.num_classes)
-                r = attack.run(model, xc[s], yc[s], target=target, generator=generator)
-                for component, count in r.details.get("contributions", {}).items():
-                    contributions[component] = contributions.get(component, 0) + int(count)
-                if not r.complete:
-                    complete = False
-                    errors.append(f"eps {eps:g}: {r.error}")
-                success.append(r.success)
-                norms.append(r.norms)
-                queries.append(r.queries)
-                adv.append(r.x_adv)
-                adv_labels.append(r.adv_labels)
-                progress.advance()
-            if not batches:
-                progress.advance()
-            seconds = time.perf_counter() - t0
-            succ = torch.cat(success) if success else torch.zeros(0, dtype=torch.bool)
-            nrm = torch.cat(norms) if norms else torch.zeros(0)
-            q = torch.cat(queries).float() if queries else torch.zeros(0)
-            broken_norms = nrm[succ]
-            budgets.append(
-                BudgetResult(
-                    eps=eps,
-                    robust_accuracy=float((~succ).sum()) / n,
-                    success_rate=int(succ.sum()) / succ.numel() if succ.numel() else 0.0,
-                    mean_norm=float(broken_norms.mean()) if broken_norms.numel() else 0.0,
-                    median_norm=float(broken_norms.median()) if broken_norms.numel() else 0.0,
-                    mean_queries=float(q.mean()) if q.numel() else 0.0,
-                    seconds=seconds,
-                    n_attacked=int(succ.numel()),
-                    complete=complete,
-                    contributions=contributions,
-                )
-            )
-            if math.isclose(eps, show_eps) and succ.numel():
-                show_norms = tuple(float(v) for v in broken_norms)
-                show_queries = tuple(int(v) for v in q[succ])
-                xa, la = torch.cat(adv), torch.cat(adv_labels)
-                order = torch.cat([succ.nonzero().squeeze(1), (~succ).nonzero().squeeze(1)])
-                for j in order[:examples_per_attack].tolist():
-                    examples.append(
-                        Example(
-                            index=int(idx[cidx[j]]),
-                            attack=entry.key,
-                            eps=eps,
-                            label=int(yc[j]),
-                            clean_pred=int(clean_pred[cidx[j]]),
-                            adv_pred=int(la[j]),
-                            x=xc[j].cpu(),
-                            x_adv=xa[j].cpu(),
-                        )
-                    )
-        assert attack is not None  # entry.eps has at least one value (policy schema)
-        outcomes.append(
-            AttackOutcome(
-                id=entry.key,
-                attack=entry.attack,
-                norm=entry.norm,
-                targeted=entry.targeted,
-                params=_plain(attack.params()) if isinstance(attack, EvasionAttack) else dict(entry.params),
-                threat_name=getattr(attack, "threat_name", "adversarial examples"),
-                atlas=tuple(getattr(attack, "atlas", ())),
-                owasp=str(getattr(attack, "owasp", "")),
-                budgets=tuple(budgets),
-                showcase_eps=show_eps,
-                showcase_norms=show_norms,
-                white_box=bool(getattr(attack, "white_box", True)),
-                showcase_success_queries=show_queries,
-                errors=tuple(errors),
+    results: list[FamilyResult] = []
+    for entry in policy.entries():
+
+        def generator_for(at: Mapping[str, AtValue], _entry: str = entry.id) -> torch.Generator:
+            return make_generator(derived_seed(policy.seed, _entry, at), device)
+
+        results.append(
+            entry.family.run(
+                model, data, entry.settings, entry=entry.id, generator_for=generator_for, progress=progress
             )
         )
+    payloads = [r.payload for r in results if isinstance(r.payload, EvasionPayload)]
+    outcomes = tuple(p.outcome for p in payloads)
+    examples = tuple(e for p in payloads for e in p.examples)
+    sanity = _sanity(model, data, outcomes)
+    checks = tuple(judge(t, results) for t in policy.thresholds)
+    gate, reasons = verdict(checks, sanity, policy)
+    clean = Estimate.rate(int(data.correct.sum()), data.n, policy.confidence)
+    return Assessment(
+        policy=policy,
+        n_samples=data.n,
+        sample_indices=tuple(int(i) for i in idx),
+        clean_accuracy=clean.value,
+        outcomes=outcomes,
+        examples=examples,
+        checks=checks,
+        seconds=time.perf_counter() - start,
+        threads=torch.get_num_threads(),
+        sanity=tuple(sanity),
+        results=tuple(results),
+        gate=gate,
+        gate_reasons=tuple(reasons),
+        clean_accuracy_ci=(clean.low, clean.high),
+    )
 
-    checks = []
-    for t in policy.thresholds:
-        out = next(o for o in outcomes if o.id == t.attack)
-        b = next(b for b in out.budgets if math.isclose(b.eps, t.eps, rel_tol=1e-9))
-        value = float(getattr(b, t.metric))
-        checks.append(
-            ThresholdCheck(
-                rule=t.describe(), attack=t.attack, eps=t.eps, metric=t.metric, value=value, passed=t.passes(value)
-            )
-        )
+
+def _sanity(model: Classifier, data: AssessData, outcomes: tuple[AttackOutcome, ...]) -> list[SanityFlag]:
     figures = [
         BudgetFigure(attack=o.id, norm=o.norm, eps=b.eps, robust_accuracy=b.robust_accuracy, white_box=o.white_box)
         for o in outcomes
@@ -268,30 +200,61 @@ def run_assessment(
         if not o.targeted
     ]
     sanity = [*check_monotonic(figures), *check_black_box_beats_white_box(figures)]
-    if cidx.numel():
-        sanity += check_gradients(model, xc[: policy.batch_size], yc[: policy.batch_size])
+    cidx = data.correct.nonzero().squeeze(1)
+    if cidx.numel() and outcomes:
+        sanity += check_gradients(model, data.x[cidx[: data.batch_size]], data.y[cidx[: data.batch_size]])
     try:
-        sanity += check_randomness(model, x[: min(64, n)])
+        sanity += check_randomness(model, data.x[: min(64, data.n)])
     except RemoteModelError as e:  # the endpoint died during the attacks; say so rather than lose the report
         sanity.append(SanityFlag("randomness", "warning", f"not checked: the model stopped answering ({e})"))
-    return Assessment(
-        policy=policy,
-        n_samples=n,
-        sample_indices=tuple(int(i) for i in idx),
-        clean_accuracy=int(correct.sum()) / n,
-        outcomes=tuple(outcomes),
-        examples=tuple(examples),
-        checks=tuple(checks),
-        seconds=time.perf_counter() - start,
-        threads=torch.get_num_threads(),
-        sanity=tuple(sanity),
-    )
+    return sanity
 
 
-def _next_class_targets(y: Tensor, num_classes: int) -> Tensor:
-    """A deterministic target per input for targeted runs: the next class, cyclically."""
-    return (y + 1) % num_classes
+def judge(threshold: Threshold, results: list[FamilyResult]) -> ThresholdCheck:
+    """Judge one threshold against the rows measured (the policy guarantees exactly one row matches)."""
+    rows = [r for res in results if res.entry == threshold.entry for r in res.rows if threshold.matches(r.at)]
+    common = {
+        "rule": threshold.describe(),
+        "entry": threshold.entry,
+        "metric": threshold.metric,
+        "bound": threshold.bound,
+    }
+    if len(rows) != 1 or threshold.metric not in rows[0].metrics:
+        why = rows[0].note if rows and rows[0].note else "the row or metric was not measured"
+        return ThresholdCheck(
+            at=threshold.selector, value=float("nan"), estimate=None, status="inconclusive", reason=why, **common
+        )
+    row = rows[0]
+    est = row.metrics[threshold.metric]
+    value = est.bound(threshold.bound)
+    if not row.complete:
+        return ThresholdCheck(
+            at=row.at,
+            value=value,
+            estimate=est,
+            status="inconclusive",
+            reason=f"cut short: {row.note or 'the measurement did not finish'}",
+            **common,
+        )
+    status: CheckStatus = "pass" if threshold.passes(value) else "fail"
+    return ThresholdCheck(at=row.at, value=value, estimate=est, status=status, **common)
 
 
-def _plain(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: (v.value if hasattr(v, "value") else v) for k, v in d.items()}
+def verdict(
+    checks: tuple[ThresholdCheck, ...], sanity: list[SanityFlag], policy: Policy
+) -> tuple[GateStatus, list[str]]:
+    """fail beats inconclusive beats pass; sanity errors the policy does not accept fail a gate that was set."""
+    if not checks:
+        return "no gate", ["the policy sets no thresholds"]
+    reasons = [f"{c.rule}: measured {c.value:.4g}" for c in checks if c.status == "fail"]
+    reasons += [
+        f"sanity check {f.check} failed: {f.message}"
+        for f in sanity
+        if f.severity == "error" and f.check not in policy.accept_sanity
+    ]
+    if reasons:
+        return "fail", reasons
+    unsure = [f"{c.rule}: {c.reason}" for c in checks if c.status == "inconclusive"]
+    if unsure:
+        return "inconclusive", unsure
+    return "pass", []

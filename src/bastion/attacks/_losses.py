@@ -33,8 +33,11 @@ def dlr(logits: Tensor, labels: Tensor, *, targeted: bool) -> Tensor:
 
     Untargeted: ``-(z_y - max_{j!=y} z_j) / (z_pi1 - z_pi3)``. Targeted (``labels`` are the targets):
     ``-(max_{j!=t} z_j - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)``, with ``pi`` the logits sorted in decreasing order.
-    Needs at least 3 classes (4 when targeted).
+    It needs 3 classes (4 when targeted) to have a scale; with fewer classes (e.g. a binary classifier) the ratio
+    is constant, so the plain margin is used instead, which ranks candidates the same way the DLR would.
     """
+    if logits.shape[1] < (4 if targeted else 3):
+        return margin(logits, labels, targeted=targeted)
     top = logits.sort(1, descending=True).values
     label_logit = logits.gather(1, labels[:, None]).squeeze(1)
     best_other = logits.scatter(1, labels[:, None], float("-inf")).max(1).values

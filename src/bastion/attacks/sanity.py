@@ -72,7 +72,7 @@ def check_gradients(model: Classifier, x: Tensor, y: Tensor, *, tiny: float = 1e
         flags.append(
             SanityFlag(
                 "gradients",
-                "warning",
+                "error" if frac > 0.5 else "warning",  # most gradients gone: the white-box figures mean nothing
                 f"{frac:.0%} of inputs have a vanishing input gradient (norm < {tiny:g}): white-box attacks cannot make "
                 "progress there, which looks like robustness but is not; check black-box attacks (Square, "
                 "HopSkipJump) and the margin or DLR losses",
@@ -97,7 +97,7 @@ def check_randomness(model: Classifier, x: Tensor, *, repeats: int = 3, atol: fl
     return [
         SanityFlag(
             "randomness",
-            "warning",
+            "error",
             f"the model answers the same input differently (largest score change {worst:.3g}, up to {label_changes} "
             "labels changed): attacks see a moving target; evaluate with expectation over transformation (average "
             "gradients and decisions over many queries) before trusting the robust accuracy",
@@ -133,8 +133,14 @@ def check_monotonic(figures: Sequence[BudgetFigure], *, tolerance: float = 0.01)
     return flags
 
 
-def check_black_box_beats_white_box(figures: Sequence[BudgetFigure], *, tolerance: float = 0.01) -> list[SanityFlag]:
-    """Flag budgets where a black-box attack does better than every white-box one: a sign of gradient masking."""
+def check_black_box_beats_white_box(
+    figures: Sequence[BudgetFigure], *, tolerance: float = 0.01, masking_gap: float = 0.05
+) -> list[SanityFlag]:
+    """Flag budgets where a black-box attack does better than every white-box one: a sign of gradient masking.
+
+    The flag is an error (masking) when the black-box attack leaves at least ``masking_gap`` less robust accuracy
+    and less than half of the white-box figure; a smaller gap is a warning that the white-box attack did not
+    converge."""
     flags = []
     keys = {(f.norm, round(f.eps, 12)) for f in figures}
     for norm, eps in sorted(keys):
@@ -145,11 +151,15 @@ def check_black_box_beats_white_box(figures: Sequence[BudgetFigure], *, toleranc
             continue
         best_white = min(white, key=lambda f: f.robust_accuracy)
         best_black = min(black, key=lambda f: f.robust_accuracy)
-        if best_black.robust_accuracy < best_white.robust_accuracy - tolerance:
+        gap = best_white.robust_accuracy - best_black.robust_accuracy
+        if gap > tolerance:
+            # a large gap is the signature of masked gradients; a small one of a white-box attack that has not
+            # converged (more steps or restarts), which is worth a warning but does not void the evaluation
+            masking = gap > max(masking_gap, 0.5 * best_white.robust_accuracy)
             flags.append(
                 SanityFlag(
                     "black-beats-white",
-                    "error",
+                    "error" if masking else "warning",
                     f"at {norm} eps {eps:g} the black-box {best_black.attack} leaves {best_black.robust_accuracy:.1%} "
                     f"robust accuracy but the best white-box attack ({best_white.attack}) {best_white.robust_accuracy:.1%}: "
                     "with full access the white-box attacks should win, so gradients are probably masked; report the "

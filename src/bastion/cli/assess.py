@@ -6,17 +6,32 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from bastion.assess import load_policy, run_assessment
+from bastion.assess.baseline import read_baseline, regressions
 from bastion.assess.policy import Policy
 from bastion.cli._console import console, progress_bar
-from bastion.data import load_dataset
+from bastion.cli._inputs import (
+    ArchOpt,
+    BlackBoxOpt,
+    BoundsOpt,
+    ChannelsOpt,
+    LabelOpt,
+    ScaleOpt,
+    ShapeOpt,
+    SizeOpt,
+    TrustOpt,
+    card_dataset,
+    read_data,
+    read_model,
+)
 from bastion.data.base import Dataset
 from bastion.errors import ConfigError
 from bastion.models import Classifier, HttpClassifier
-from bastion.models.zoo import load_model
 from bastion.reports import Report, build_report, write_report
+from bastion.reports.render.junit import write_junit
 
 
 def assess_model(
@@ -51,39 +66,67 @@ def assess_model(
 
 
 def print_summary(report: Report) -> None:
-    table = Table(title=f"{report.title} — clean accuracy {report.clean_accuracy:.1%} on {report.n_samples} inputs")
-    for col in ("attack", "norm", "eps", "robust acc", "success", "median norm", "seconds"):
+    ci = report.clean_accuracy_ci
+    table = Table(
+        title=f"{report.title} — clean accuracy {report.clean_accuracy:.1%} [{ci[0]:.1%}, {ci[1]:.1%}] "
+        f"on {report.n_samples} inputs"
+    )
+    for col in ("attack", "norm", "eps", "robust acc [CI]", "success", "median norm", "seconds"):
         table.add_column(col, justify="left" if col in ("attack", "norm") else "right")
     partial = False
     for a in report.attacks:
         for b in a["budgets"]:
             mark = "" if b.get("complete", True) else " (partial)"
             partial = partial or bool(mark)
+            lo, hi = b.get("robust_accuracy_ci", (0.0, 1.0))
             table.add_row(
                 a["id"],
                 a["norm"],
                 f"{b['eps']:g}",
-                f"{b['robust_accuracy']:.1%}{mark}",
+                f"{b['robust_accuracy']:.1%} [{lo:.1%}, {hi:.1%}]{mark}",
                 f"{b['success_rate']:.1%}",
                 f"{b['median_norm']:.3f}",
                 f"{b['seconds']:.2f}",
             )
-    console.print(table)
+    if report.attacks:
+        console.print(table)
+    for section in report.sections:
+        for head, body in section.tables:
+            t = Table(title=section.title)
+            for col in head:
+                t.add_column(col)
+            for row in body:
+                t.add_row(*row)
+            console.print(t)
     if partial:
         console.print("[yellow](partial): the attack stopped early and its figures overstate robustness. Why:[/]")
         for a in report.attacks:
             for err in a.get("errors", []):
                 console.print(f"  {a['id']} {err}", highlight=False, markup=False)
+    for f in report.sanity:
+        colour = "red" if f["severity"] == "error" else "yellow"
+        accepted = f["check"] in report.policy.get("accept_sanity", [])
+        tag = f"{f['severity']}{' (accepted by the policy)' if accepted else ''}"
+        console.print(f"[{colour}]sanity {tag}[/] {escape(f['check'])}: {escape(f['message'])}", highlight=False)
     for c in report.checks:
-        mark = "[green]pass[/]" if c["passed"] else "[red]FAIL[/]"
-        console.print(f"{mark}  {c['rule']}  (measured {c['value']:.4f})")
+        mark = {"pass": "[green]pass[/]", "fail": "[red]FAIL[/]"}.get(c["status"], "[yellow]INCONCLUSIVE[/]")
+        est = c.get("estimate") or {}
+        interval = f", CI [{est['low']:.4f}, {est['high']:.4f}]" if "k" in est else ""
+        why = f" — {c['reason']}" if c.get("reason") else ""
+        console.print(
+            f"{mark}  {escape(c['rule'])}  (measured {c['value']:.4f}{interval}){escape(why)}", highlight=False
+        )
 
 
 def assess(
     model: Annotated[
-        Path | None, typer.Argument(help="model weights (.safetensors) with its .json card beside it")
+        Path | None,
+        typer.Argument(help="model file: .safetensors (+ card or --arch), .onnx, .pt2, TorchScript or .skops"),
     ] = None,
-    data: Annotated[str | None, typer.Option("--data", "-d", help="dataset (default: the one in the card)")] = None,
+    data: Annotated[
+        str | None,
+        typer.Option("--data", "-d", help="built-in dataset name, or an .npz / CSV file / image folder"),
+    ] = None,
     policy: Annotated[Path | None, typer.Option("--policy", "-p", help="policy YAML/JSON (default: built-in)")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="report folder")] = Path("report"),
     samples: Annotated[int | None, typer.Option(min=1, help="override the policy's number of test inputs")] = None,
@@ -94,11 +137,52 @@ def assess(
     ] = None,
     api_key: Annotated[str | None, typer.Option(envvar="BASTION_API_KEY", help="bearer key for --url")] = None,
     timeout: Annotated[float, typer.Option(min=0.1, help="seconds to wait for each answer from --url")] = 30.0,
+    arch: ArchOpt = None,
+    trust: TrustOpt = None,
+    black_box: BlackBoxOpt = False,
+    input_shape: ShapeOpt = None,
+    bounds: BoundsOpt = None,
+    label_column: LabelOpt = "label",
+    image_size: SizeOpt = None,
+    channels: ChannelsOpt = None,
+    scale: ScaleOpt = None,
+    junit: Annotated[Path | None, typer.Option(help="also write JUnit XML here (one test case per threshold)")] = None,
+    baseline: Annotated[
+        Path | None, typer.Option(help="an earlier results.json: fail on any rate that got worse by > --tolerance")
+    ] = None,
+    tolerance: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="allowed drop of a rate against --baseline")
+    ] = 0.02,
 ) -> None:
-    """Red-team MODEL (or the endpoint at --url) with the policy's attacks; exit 1 when a threshold fails."""
+    """Red-team MODEL (or the endpoint at --url) with the policy's probes; exit 1 when the gate fails, 3 when it is
+    inconclusive."""
     if (model is None) == (url is None):
         raise ConfigError("give either a MODEL file or --url (an endpoint), not both and not neither")
-    pol = load_policy(policy, built_in="blackbox" if url else "default")
+    if model is not None and not model.is_file():
+        raise ConfigError(f"model file {model} does not exist")
+    data_name = data
+    if data_name is None and model is not None:
+        data_name = card_dataset(model)
+    if data_name is None:
+        what = "--url" if url else f"{model.name if model else 'the model'} (it names no dataset)"
+        raise ConfigError(f"{what} needs --data: a built-in name, or the path of an .npz, CSV or image folder")
+    dataset = read_data(
+        data_name,
+        data_path=data_path,
+        label_column=label_column,
+        image_size=image_size,
+        channels=channels,
+        scale=scale,
+        bounds=bounds,
+        input_shape=input_shape,
+    )
+    loaded = None
+    if model is not None:
+        loaded = read_model(
+            model, dataset, arch=arch, trust=trust, black_box=black_box, input_shape=input_shape, bounds=bounds
+        )
+    black = url is not None or (loaded is not None and loaded.access == "black-box")
+    pol = load_policy(policy, built_in="blackbox" if black else "default")
     overrides: dict[str, Any] = {}
     if samples is not None:
         overrides["samples"] = samples
@@ -106,25 +190,55 @@ def assess(
         overrides["seed"] = seed
     if overrides:
         pol = pol.model_copy(update=overrides)
-    kwargs = {"path": data_path} if data_path is not None else {}
-    if url is not None:
-        if data is None:
-            raise ConfigError("--url needs --data: the dataset the endpoint's model expects")
+    if black:
         white = pol.white_box_attacks()
         if white:
-            raise ConfigError(
-                f"the policy runs white-box attacks ({', '.join(white)}) that need gradients, which an endpoint "
-                "does not give; use black-box attacks (square, hopskipjump) or leave --policy out"
+            why = (
+                "an endpoint does not give"
+                if url
+                else f"{model.name if model else 'it'} is black-box ({loaded.notes[0] if loaded else ''})"
             )
-        dataset = load_dataset(data, **kwargs)
+            raise ConfigError(
+                f"the policy runs white-box attacks ({', '.join(white)}) that need gradients, which {why}; "
+                "use black-box attacks (square, hopskipjump) or leave --policy out"
+            )
+    if url is not None:
         with HttpClassifier(url, dataset.spec, api_key=api_key, timeout=timeout) as remote:
             report = assess_model(remote, {"name": f"endpoint {url}", "endpoint": url}, dataset, pol, out)
     else:
-        assert model is not None
-        loaded = load_model(model)
-        dataset = load_dataset(data or str(loaded.card.dataset.get("name")), **kwargs)
-        report = assess_model(loaded.classifier, loaded.card.to_dict(), dataset, pol, out)
-    if not report.passed:
-        failed = [c["rule"] for c in report.checks if not c["passed"]]
-        console.print(f"[red]policy gate failed[/]: {'; '.join(failed)}")
+        assert loaded is not None
+        for note in loaded.notes:
+            console.print(f"model: {loaded.name} ({loaded.format}) — {note}", highlight=False)
+        report = assess_model(loaded.classifier, loaded.info(), dataset, pol, out)
+    finish(report, url=url, junit=junit, baseline=baseline, tolerance=tolerance)
+
+
+def finish(report: Report, *, url: str | None, junit: Path | None, baseline: Path | None, tolerance: float) -> None:
+    """Compare with a baseline, write JUnit, print the gate's verdict and exit: 0 pass or no gate, 1 fail,
+    3 inconclusive."""
+    found = []
+    if baseline is not None:
+        found = [r.describe() for r in regressions(report.rows, read_baseline(baseline), tolerance)]
+        for r in found:
+            console.print(f"[red]regression[/] beyond {tolerance:g}: {escape(r)}", highlight=False)
+        if not found:
+            console.print(f"no regression beyond {tolerance:g} against {baseline}")
+    if junit is not None:
+        write_junit(report, junit, found)
+    if report.gate == "fail" or found:
+        reasons = list(report.gate_reasons if report.gate == "fail" else []) + [f"regression: {r}" for r in found]
+        console.print(f"[red]policy gate failed[/]: {escape('; '.join(reasons))}", highlight=False)
         raise typer.Exit(1)
+    if report.gate == "inconclusive":
+        console.print(f"[yellow]policy gate inconclusive[/]: {escape('; '.join(report.gate_reasons))}", highlight=False)
+        if url is not None:
+            console.print(
+                "The endpoint cut the run short (refusals, throttling or degraded answers). Against a Bastion "
+                "gateway, assess with a key whose threat level an admin has pinned to normal, or with the "
+                "gateway's monitors off, so that the gateway's defences do not stop the measurement."
+            )
+        raise typer.Exit(3)
+    if report.gate == "no gate":
+        console.print("no gate set: the policy has no thresholds, so nothing was passed or failed")
+    else:
+        console.print("[green]policy gate passed[/]")

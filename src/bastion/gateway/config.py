@@ -25,9 +25,19 @@ class _Strict(BaseModel):
 
 
 class ModelEntry(_Strict):
-    """One served name: a single model, or several (an ensemble answering with their mean probabilities)."""
+    """One served name: a single model, or several (an ensemble answering with their mean probabilities).
+
+    Paths may be any model file Bastion loads (safetensors with a card or ``arch``, ONNX, torch.export, TorchScript,
+    skops); formats may be mixed in one ensemble. ``input_shape`` and ``bounds`` are needed where the file does not
+    state them (TorchScript, bare safetensors); ``trust`` lists skops types to trust beyond skops' defaults.
+    """
 
     paths: list[Path] = Field(min_length=1)
+    input_shape: list[int] | None = None
+    bounds: tuple[float, float] | None = None
+    class_names: list[str] | None = None
+    arch: str | None = None
+    trust: list[str] = Field(default_factory=list)
 
 
 class LimitsConfig(_Strict):
@@ -137,12 +147,18 @@ class GatewayConfig(_Strict):
         def fix(p: Path) -> Path:
             return p if p.is_absolute() else (base / p).resolve()
 
-        models = {k: ModelEntry(paths=[fix(p) for p in e.paths]) for k, e in self.models.items()}
+        models = {k: e.model_copy(update={"paths": [fix(p) for p in e.paths]}) for k, e in self.models.items()}
         database = self.database if "://" in self.database else str(fix(Path(self.database)))
         secret = fix(self.secret_file) if self.secret_file is not None else Path(database + ".secret")
         if "://" in self.database and self.secret_file is None:
             raise ConfigError("with a database URL, set secret_file (where the server's key-hashing secret lives)")
-        return self.model_copy(update={"models": models, "database": database, "secret_file": secret})
+        monitors = self.monitors
+        base_data = monitors.baseline
+        if base_data is not None and not Path(base_data).is_absolute() and (base / base_data).exists():
+            monitors = monitors.model_copy(update={"baseline": str((base / base_data).resolve())})
+        return self.model_copy(
+            update={"models": models, "database": database, "secret_file": secret, "monitors": monitors}
+        )
 
 
 def parse_config(data: Any, *, base: Path, source: str = "gateway configuration") -> GatewayConfig:

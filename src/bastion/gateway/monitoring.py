@@ -19,10 +19,16 @@ CALIBRATION_INPUTS = 2_000
 def _clean_inputs(config: GatewayConfig, name: str, model: Ensemble) -> torch.Tensor:
     dataset = config.monitors.baseline
     if dataset is None:
-        card = read_card(config.models[name].paths[0])
-        dataset = str(card.dataset.get("name", ""))
+        first = config.models[name].paths[0]
+        if not first.with_suffix(".json").is_file():
+            raise ConfigError(
+                f"model {name!r} ({first.name}) names no dataset to calibrate its monitors on; set monitors.baseline "
+                "to a built-in dataset or the path of an .npz / CSV / image folder of its inputs (or disable the monitors)"
+            )
+        dataset = str(read_card(first).dataset.get("name", ""))
     data = load_dataset(dataset)
-    x = data.x_train[:CALIBRATION_INPUTS]  # calibrate on data the clients will not send: the training split
+    # calibrate on data the clients will not send: the training split, or the user's file when it has no split
+    x = (data.x_train if data.x_train.shape[0] else data.x_test)[:CALIBRATION_INPUTS]
     if tuple(x.shape[1:]) != tuple(model.spec.input_shape):
         raise ConfigError(
             f"monitors.baseline dataset {dataset!r} has inputs {tuple(x.shape[1:])}, model {name!r} takes "

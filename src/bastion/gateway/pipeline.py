@@ -131,12 +131,22 @@ class Gateway:
     def from_config(cls, config: GatewayConfig, *, monitors: bool = True) -> Gateway:
         """Open the store, the server secret and every served model named in ``config``, with calibrated monitors."""
         from bastion.gateway.store.sql import SqlStore
-        from bastion.models.zoo import load_model
+        from bastion.models.formats import SpecHints, load_classifier
 
         torch.set_num_threads(config.threads)
-        models = {  # first, so a bad model path leaves no database or secret file behind
-            name: Ensemble([load_model(p).classifier for p in entry.paths]) for name, entry in config.models.items()
-        }
+        models = {}
+        for name, entry in config.models.items():  # first, so a bad model leaves no database or secret file behind
+            hints = SpecHints(
+                input_shape=tuple(entry.input_shape) if entry.input_shape else None,
+                num_classes=len(entry.class_names) if entry.class_names else None,
+                bounds=entry.bounds,
+                class_names=tuple(entry.class_names) if entry.class_names else None,
+            )
+            members = [
+                load_classifier(p, hints=hints, arch=entry.arch, trusted_types=entry.trust).classifier
+                for p in entry.paths
+            ]
+            models[name] = Ensemble(members)
         store = SqlStore(config.database, synchronous=config.audit.synchronous)
         secret = load_secret(Path(str(config.secret_file)))
         built = None

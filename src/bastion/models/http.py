@@ -17,6 +17,7 @@ from bastion.errors import ConfigError, RemoteModelError
 from bastion.types import ModelSpec
 
 OutputKind = Literal["logits", "scores", "top_k", "labels"]
+_RICHNESS = {"logits": 3, "scores": 3, "top_k": 2, "labels": 1}  # how much an answer tells an attacker
 _SCORE_KEYS = ("logits", "scores", "probabilities", "top_k", "labels", "predictions")
 
 
@@ -27,7 +28,8 @@ class HttpClassifier:
     lists), ``top_k`` (per input a list of ``{"label", "score"}``; unlisted classes get score 0, as Bastion's gateway
     answers in top-k mode) or ``labels`` / ``predictions`` (N class indices). Probabilities become
     log-probabilities; labels become one-hot scores, so label-only endpoints still work with decision-based attacks.
-    ``last_output_kind`` says which form the endpoint returned. Batches larger than ``max_batch`` are split into
+    ``last_output_kind`` says which form the endpoint returned; ``degradations`` records each time the answers got
+    less informative mid-run (a gateway that drops to labels only), which makes an assessment inconclusive. Batches larger than ``max_batch`` are split into
     several requests; when the endpoint answers 413 (body or batch too large), ``max_batch`` is halved and the
     batch resent in smaller pieces. Every input sent is counted in ``queries``.
 
@@ -76,6 +78,7 @@ class HttpClassifier:
         self.queries = 0
         self.requests = 0
         self.last_output_kind: OutputKind | None = None
+        self.degradations: list[str] = []  # answers that got less informative mid-run (e.g. scores -> labels)
         self._client = httpx.Client(headers=hdrs, timeout=self.timeout)
 
     def close(self) -> None:
@@ -153,6 +156,14 @@ class HttpClassifier:
         return torch.log(out.clamp_min(1e-12))
 
     def _parse(self, payload: Any, n: int) -> Tensor:
+        before = self.last_output_kind
+        out = self._parse_payload(payload, n)
+        after = self.last_output_kind
+        if before is not None and after is not None and _RICHNESS[after] < _RICHNESS[before]:
+            self.degradations.append(f"{self.url} answered {after} after answering {before}")
+        return out
+
+    def _parse_payload(self, payload: Any, n: int) -> Tensor:
         if not isinstance(payload, dict):
             raise RemoteModelError(f"{self.url} answered {type(payload).__name__}, expected a JSON object")
         key = next((k for k in _SCORE_KEYS if k in payload), None)

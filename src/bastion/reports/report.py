@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from bastion._version import __version__
+from bastion.assess.families import FAMILIES, ReportSection
 from bastion.assess.runner import Assessment, Example
 
 Severity = Literal["high", "medium", "low", "info"]
@@ -58,10 +59,16 @@ class Report:
     examples: tuple[Example, ...] = ()
     class_names: tuple[str, ...] = ()
     sanity: tuple[dict[str, Any], ...] = ()
+    gate: str = "no gate"
+    gate_reasons: tuple[str, ...] = ()
+    rows: tuple[dict[str, Any], ...] = ()
+    sections: tuple[ReportSection, ...] = ()
+    clean_accuracy_ci: tuple[float, float] = (0.0, 1.0)
 
     @property
     def passed(self) -> bool:
-        return all(c["passed"] for c in self.checks)
+        """True only when a gate was set and passed ("no gate" is not a pass)."""
+        return self.gate == "pass"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -69,10 +76,14 @@ class Report:
             "title": self.title,
             "created": self.created,
             "passed": self.passed,
+            "gate": {"status": self.gate, "reasons": list(self.gate_reasons)},
             "model": self.model,
             "data": self.data,
             "policy": self.policy,
             "clean_accuracy": self.clean_accuracy,
+            "clean_accuracy_ci": list(self.clean_accuracy_ci),
+            "rows": list(self.rows),
+            "sections": [{"id": s.id, "title": s.title, "data": s.data} for s in self.sections],
             "n_samples": self.n_samples,
             "attacks": list(self.attacks),
             "thresholds": list(self.checks),
@@ -152,6 +163,8 @@ def build_report(
                 "n_attacked": b.n_attacked,
                 "complete": b.complete,
                 "contributions": dict(b.contributions),
+                "robust_accuracy_ci": list(b.robust_accuracy_ci),
+                "success_rate_ci": list(b.success_rate_ci),
             }
             for b in o.budgets
         ]
@@ -193,10 +206,15 @@ def build_report(
                 },
             )
         )
-    checks = tuple(
-        {"rule": c.rule, "attack": c.attack, "eps": c.eps, "metric": c.metric, "value": c.value, "passed": c.passed}
-        for c in assessment.checks
-    )
+    checks = tuple(c.to_dict() for c in assessment.checks)
+    sections = []
+    by_family: dict[str, list[Any]] = {}
+    for r in assessment.results:
+        by_family.setdefault(r.family, []).append(r)
+    for name, results in by_family.items():
+        section = FAMILIES.get(name).section(results, class_names)
+        if section is not None:
+            sections.append(section)
     return Report(
         title=title or f"Bastion robustness assessment of {model.get('name', 'model')}",
         created=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -213,4 +231,9 @@ def build_report(
         examples=assessment.examples,
         class_names=class_names,
         sanity=tuple(f.to_dict() for f in assessment.sanity),
+        gate=assessment.gate,
+        gate_reasons=assessment.gate_reasons,
+        rows=tuple({**r.to_dict(), "family": res.family} for res in assessment.results for r in res.rows),
+        sections=tuple(sections),
+        clean_accuracy_ci=assessment.clean_accuracy_ci,
     )

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from bastion.attacks.base import Attack
 from bastion.errors import ArtifactError, ConfigError
-from bastion.models.base import Classifier
+from bastion.models.base import Classifier, model_digest
 
 
 @dataclass(frozen=True)
@@ -40,11 +40,18 @@ class CascadeResult:
         return int(self.success.sum()) / max(1, self.success.numel())
 
 
-def _fingerprint(x: Tensor, y: Tensor, names: Sequence[str]) -> str:
+def _fingerprint(x: Tensor, y: Tensor, names: Sequence[str], attacks: Sequence[Attack], model: Classifier) -> str:
+    """What a checkpoint belongs to: the inputs, every attack's threat model and settings, and the model's digest.
+
+    A checkpoint made under another eps, other attack settings or for another model is never resumed."""
     h = hashlib.sha256()
     h.update(x.detach().cpu().contiguous().numpy().tobytes())
     h.update(y.detach().cpu().contiguous().numpy().tobytes())
     h.update("|".join(names).encode())
+    for a in attacks:
+        params = a.params() if hasattr(a, "params") else {}
+        h.update(json.dumps({"threat": a.threat.to_dict(), "params": params}, sort_keys=True, default=str).encode())
+    h.update(model_digest(model).encode())
     return h.hexdigest()
 
 
@@ -93,7 +100,7 @@ class Cascade:
         broken_by = torch.full((n,), -1, dtype=torch.long)
         seconds: dict[str, float] = {}
         start_at = 0
-        fingerprint = _fingerprint(x, y, self.names)
+        fingerprint = _fingerprint(x, y, self.names, self.attacks, model)
         ckpt = Path(checkpoint) if checkpoint is not None else None
         if ckpt is not None and ckpt.with_suffix(".json").is_file():
             start_at, seconds = self._load(ckpt, fingerprint, x_adv, success, queries, broken_by)
@@ -159,7 +166,10 @@ class Cascade:
         except (OSError, ValueError) as e:
             raise ArtifactError(f"cannot resume from checkpoint {path}: {e}; delete it to start over") from None
         if meta.get("fingerprint") != fingerprint:
-            raise ArtifactError(f"checkpoint {path} belongs to other inputs or attacks; delete it to start over")
+            raise ArtifactError(
+                f"checkpoint {path} belongs to other inputs, attack settings, budgets or another model; delete it "
+                "or choose another path to start over"
+            )
         x_adv.copy_(state["x_adv"])
         success.copy_(state["success"].bool())
         queries.copy_(state["queries"])

@@ -211,3 +211,20 @@ def require_module(obj: object, source: str) -> nn.Module:
     if not isinstance(obj, nn.Module):
         raise ConfigError(f"{source} must give a torch.nn.Module, got {type(obj).__name__}")
     return obj
+
+
+def module_spec(
+    module: nn.Module, hints: SpecHints, source: str, input_shape: tuple[int | None, ...] | None = None
+) -> ModelSpec:
+    """The spec of a torch module: shape from the file or hints, classes from one forward pass, checked against
+    the hints (a model whose output width differs from the data's classes is an error)."""
+    shape_only = resolve_spec(
+        SpecHints(input_shape=hints.input_shape, num_classes=2), source=source, input_shape=input_shape
+    )
+    width = output_width(module, shape_only.input_shape, torch.device("cpu"), source)
+    if hints.num_classes is not None and hints.num_classes != width:
+        raise ArtifactError(
+            f"{source} has {width} outputs but the data has {hints.num_classes} classes; assess it on the data it "
+            "was trained for (or pass the matching --classes)"
+        )
+    return resolve_spec(hints, source=source, input_shape=shape_only.input_shape, num_classes=width)

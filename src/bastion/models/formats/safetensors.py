@@ -18,10 +18,8 @@ from bastion.errors import ArtifactError, ConfigError
 from bastion.models.formats.base import (
     LoadContext,
     LoadedClassifier,
-    check_width,
-    output_width,
+    module_spec,
     require_module,
-    resolve_spec,
     sha256_of,
 )
 from bastion.models.torch import TorchClassifier
@@ -71,9 +69,8 @@ def load_safetensors(path: Path, ctx: LoadContext) -> LoadedClassifier:
         raise ArtifactError(f"the weights in {path.name} do not fit the module from {ctx.arch}: {first}") from None
     module.eval()
     source = f"model {path.name} ({ctx.arch})"
-    spec = resolve_spec(ctx.hints, source=source)
+    spec = module_spec(module, ctx.hints, source)
     clf = TorchClassifier(module, spec, device=ctx.device)
-    check_width(output_width(module, spec.input_shape, clf.device, source), spec, source)
     return LoadedClassifier(
         clf,
         format="safetensors",

@@ -15,9 +15,7 @@ from bastion.errors import ArtifactError
 from bastion.models.formats.base import (
     LoadContext,
     LoadedClassifier,
-    check_width,
-    output_width,
-    resolve_spec,
+    module_spec,
     sha256_of,
 )
 from bastion.models.torch import TorchClassifier
@@ -46,10 +44,9 @@ def load_torch_export(path: Path, ctx: LoadContext) -> LoadedClassifier:
     except Exception as e:  # torch raises many types for corrupt archives
         raise ArtifactError(f"cannot read {source}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
     shape = _input_shape(ep)
-    spec = resolve_spec(ctx.hints, source=source, input_shape=shape)
     module = _Exported(ep.module())
+    spec = module_spec(module, ctx.hints, source, shape)
     clf = TorchClassifier(module, spec, device=ctx.device)
-    check_width(output_width(module, spec.input_shape, clf.device, source), spec, source)
     return LoadedClassifier(
         clf,
         format="torch-export",

@@ -16,9 +16,7 @@ from bastion.errors import ArtifactError
 from bastion.models.formats.base import (
     LoadContext,
     LoadedClassifier,
-    check_width,
-    output_width,
-    resolve_spec,
+    module_spec,
     sha256_of,
 )
 from bastion.models.torch import TorchClassifier
@@ -33,9 +31,8 @@ def load_torchscript(path: Path, ctx: LoadContext) -> LoadedClassifier:
     except Exception as e:  # torch raises RuntimeError and others for corrupt archives
         raise ArtifactError(f"cannot read {source}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
     module.eval()
-    spec = resolve_spec(ctx.hints, source=source)
+    spec = module_spec(module, ctx.hints, source)
     clf = TorchClassifier(module, spec, device=ctx.device)
-    check_width(output_width(module, spec.input_shape, clf.device, source), spec, source)
     return LoadedClassifier(
         clf,
         format="torchscript",

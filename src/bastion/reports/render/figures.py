@@ -1,4 +1,8 @@
-"""Matplotlib figures for reports, returned as PNG bytes (headless Agg backend)."""
+"""Matplotlib figures for reports, returned as PNG bytes.
+
+Only matplotlib's object-oriented API is used (``Figure``, never ``pyplot``), so importing this module selects no
+backend and changes no global state: a user's notebook or GUI backend stays as it was.
+"""
 
 from __future__ import annotations
 
@@ -6,26 +10,29 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from bastion.assess.runner import Example
+from bastion.assess.families.evasion import Example
 
 
 def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
     return buf.getvalue()
+
+
+def subplots(
+    nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float], squeeze: bool = True
+) -> tuple[Figure, Any]:
+    """``pyplot.subplots`` without pyplot: a standalone figure that is freed when it goes out of scope."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, squeeze=squeeze)
 
 
 def robustness_curves(attacks: Sequence[dict[str, Any]], clean_accuracy: float) -> bytes:
     """Robust accuracy against eps, one panel per norm (eps scales differ between norms)."""
     norms = sorted({a["norm"] for a in attacks})
-    fig, axes = plt.subplots(1, len(norms), figsize=(5.2 * len(norms), 3.8), squeeze=False)
+    fig, axes = subplots(1, len(norms), figsize=(5.2 * len(norms), 3.8), squeeze=False)
     for ax, norm in zip(axes[0], norms, strict=True):
         for a in (a for a in attacks if a["norm"] == norm):
             eps = [0.0] + [b["eps"] for b in a["budgets"]]
@@ -50,7 +57,7 @@ def example_grid(examples: Sequence[Example], class_names: Sequence[str]) -> byt
     attacks = list(dict.fromkeys(ex.attack for ex in examples))
     per_row = max(sum(1 for ex in examples if ex.attack == a) for a in attacks)
     cols = 3 * per_row
-    fig, axes = plt.subplots(len(attacks), cols, figsize=(1.25 * cols, 1.75 * len(attacks)), squeeze=False)
+    fig, axes = subplots(len(attacks), cols, figsize=(1.25 * cols, 1.75 * len(attacks)), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for r, attack in enumerate(attacks):
@@ -85,7 +92,7 @@ def example_grid(examples: Sequence[Example], class_names: Sequence[str]) -> byt
 def perturbation_histogram(attacks: Sequence[dict[str, Any]]) -> bytes:
     """Sizes of the successful perturbations, one panel per attack at its showcase budget, on [0, eps]."""
     n = len(attacks)
-    fig, axes = plt.subplots(1, n, figsize=(3.4 * n, 2.9), squeeze=False)
+    fig, axes = subplots(1, n, figsize=(3.4 * n, 2.9), squeeze=False)
     for ax, a in zip(axes[0], attacks, strict=True):
         vals, eps = a["showcase_norms"], float(a["showcase_eps"])
         if vals:
@@ -105,7 +112,7 @@ def perturbation_histogram(attacks: Sequence[dict[str, Any]]) -> bytes:
 
 def queries_to_success(attacks: Sequence[dict[str, Any]]) -> bytes:
     """For each black-box attack: the share of attacked inputs broken within q queries (log scale)."""
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    fig, ax = subplots(figsize=(6.4, 3.6))
     for a in attacks:
         if a.get("white_box", True):
             continue

@@ -7,6 +7,7 @@ import json
 from html import escape
 from typing import Any
 
+from bastion.assess.families import ReportSection
 from bastion.reports.render.figures import (
     example_grid,
     perturbation_histogram,
@@ -22,7 +23,7 @@ h1{font-size:1.6rem;margin-bottom:.2rem}h2{margin-top:2.2rem;border-bottom:2px s
 table{border-collapse:collapse;margin:.6rem 0;font-size:.92rem}td,th{border:1px solid #d5d9e3;padding:.3rem .6rem;
 text-align:left}th{background:#f3f5f9}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .badge{display:inline-block;padding:.15rem .6rem;border-radius:.8rem;font-weight:600;color:#fff}
-.pass{background:#1f8a4c}.fail{background:#c0392b}.high{color:#c0392b;font-weight:600}
+.pass{background:#1f8a4c}.fail{background:#c0392b}.inconclusive{background:#c77c02}.nogate{background:#667085}.high{color:#c0392b;font-weight:600}
 .medium{color:#c77c02;font-weight:600}.low{color:#1f8a4c}.muted{color:#667085;font-size:.88rem}
 figure{margin:1rem 0}figcaption{color:#667085;font-size:.88rem}img{max-width:100%}
 code{background:#f3f5f9;padding:.05rem .3rem;border-radius:.2rem}
@@ -48,16 +49,22 @@ def fmt(value: float) -> str:
 
 
 def render_html(report: Report) -> str:
-    status = "<span class='badge pass'>PASSED</span>" if report.passed else "<span class='badge fail'>FAILED</span>"
-    if not report.checks:
-        status = "<span class='badge pass'>no thresholds set</span>"
+    status = {
+        "pass": "<span class='badge pass'>PASSED</span>",
+        "fail": "<span class='badge fail'>FAILED</span>",
+        "inconclusive": "<span class='badge inconclusive'>INCONCLUSIVE</span>",
+    }.get(report.gate, "<span class='badge nogate'>no gate set</span>")
+    if report.gate_reasons and report.gate != "no gate":
+        status += "<ul id='gate-reasons'>" + "".join(f"<li>{escape(r)}</li>" for r in report.gate_reasons) + "</ul>"
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>{escape(report.title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{escape(report.title)}</h1>",
         f"<p class='muted'>created {escape(report.created)} · Bastion {escape(report.versions.get('bastion', ''))}"
         f" · {report.n_samples} test inputs · policy <code>{escape(str(report.policy.get('name')))}</code></p>",
-        f"<p>Policy gate: {status} &nbsp; Clean accuracy: <b>{report.clean_accuracy:.1%}</b></p>",
+        f"<p>Policy gate: {status} &nbsp; Clean accuracy: <b>{report.clean_accuracy:.1%}</b> "
+        f"<span class='muted'>[{report.clean_accuracy_ci[0]:.1%}, {report.clean_accuracy_ci[1]:.1%}] "
+        f"{report.policy.get('confidence', 0.95):.0%} confidence interval</span></p>",
         "<h2>Scorecard</h2>",
         "<p>Robust accuracy is the fraction of all assessed inputs that stay correctly classified under the attack "
         "(an input already misclassified counts as broken); success rate is the fraction of correctly classified "
@@ -84,6 +91,8 @@ def render_html(report: Report) -> str:
             "<figcaption>Left: the clean input and the model's label; middle: the adversarial input and the "
             "model's label (red when wrong); right: the perturbation.</figcaption></figure>",
         ]
+    for section in report.sections:
+        parts += _section(section)
     parts += [
         "<h2>Perturbation sizes</h2><figure>",
         _img(perturbation_histogram(report.attacks), "histogram of perturbation sizes", "fig-perturbations"),
@@ -118,9 +127,11 @@ def _scorecard(report: Report) -> str:
             )
             cells = [f"<td>{escape(a['id'])}{mark}</td><td>{escape(a['norm'])}</td><td class='num'>{b['eps']:g}</td>"]
             for metric in ("robust_accuracy", "success_rate", "median_norm", "mean_queries", "seconds"):
+                ci = b.get(f"{metric}_ci")
+                interval = f" <span class='muted'>[{fmt(ci[0])}, {fmt(ci[1])}]</span>" if ci else ""
                 cells.append(
                     f"<td class='num' data-attack='{escape(a['id'])}' data-eps='{b['eps']!r}' "
-                    f"data-metric='{metric}'>{fmt(b[metric])}</td>"
+                    f"data-metric='{metric}'>{fmt(b[metric])}{interval}</td>"
                 )
             rows.append("<tr>" + "".join(cells) + "</tr>")
     notes = [
@@ -144,13 +155,32 @@ def _findings(report: Report) -> str:
 
 
 def _checks(report: Report) -> str:
-    rows = "".join(
-        f"<tr><td>{escape(c['rule'])}</td><td class='num'>{fmt(c['value'])}</td>"
-        f"<td><span class='badge {'pass' if c['passed'] else 'fail'}'>{'pass' if c['passed'] else 'fail'}</span>"
-        "</td></tr>"
-        for c in report.checks
-    )
-    return f"<table id='thresholds'><tr><th>rule</th><th>measured</th><th>result</th></tr>{rows}</table>"
+    rows = []
+    for c in report.checks:
+        est = c.get("estimate") or {}
+        ci = f"[{fmt(est['low'])}, {fmt(est['high'])}]" if "k" in est else ""
+        rows.append(
+            f"<tr><td>{escape(c['rule'])}</td><td class='num'>{fmt(c['value'])}</td><td class='num'>{ci}</td>"
+            f"<td><span class='badge {c['status']}'>{escape(c['status'])}</span></td>"
+            f"<td class='muted'>{escape(c.get('reason', ''))}</td></tr>"
+        )
+    head = "<tr><th>rule</th><th>measured</th><th>confidence interval</th><th>result</th><th>why</th></tr>"
+    return f"<table id='thresholds'>{head}{''.join(rows)}</table>"
+
+
+def _section(section: ReportSection) -> list[str]:
+    parts = [f"<h2 id='section-{escape(section.id)}'>{escape(section.title)}</h2>"]
+    if section.intro:
+        parts.append(f"<p>{escape(section.intro)}</p>")
+    for head, body in section.tables:
+        cells = "".join(f"<th>{escape(h)}</th>" for h in head)
+        rows = "".join("<tr>" + "".join(f"<td>{escape(v)}</td>" for v in row) + "</tr>" for row in body)
+        parts.append(f"<table><tr>{cells}</tr>{rows}</table>")
+    for i, (png, caption) in enumerate(section.figures):
+        parts.append(
+            f"<figure>{_img(png, caption, f'fig-{section.id}-{i}')}<figcaption>{escape(caption)}</figcaption></figure>"
+        )
+    return parts
 
 
 def _threats(report: Report) -> str:

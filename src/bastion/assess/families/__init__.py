@@ -1,0 +1,17 @@
+"""Assessment families: one per threat family, registered in :data:`FAMILIES` (see docs/assess-families.md)."""
+
+from __future__ import annotations
+
+from bastion.assess.families import corruption as _corruption  # noqa: F401  (registers the family)
+from bastion.assess.families import evasion as _evasion  # noqa: F401
+from bastion.assess.families.base import (
+    FAMILIES,
+    AssessData,
+    Family,
+    FamilyResult,
+    FamilySettings,
+    MetricRow,
+    ReportSection,
+)
+
+__all__ = ["FAMILIES", "AssessData", "Family", "FamilyResult", "FamilySettings", "MetricRow", "ReportSection"]
