@@ -19,9 +19,17 @@ from bastion.models.base import Classifier
 
 @contextmanager
 def serve_model(
-    model: Classifier, *, output: Literal["logits", "scores", "labels"] = "logits", fail_after: int | None = None
+    model: Classifier,
+    *,
+    output: Literal["logits", "scores", "labels"] = "logits",
+    fail_after: int | None = None,
+    degrade_after: int | None = None,
+    throttle_after: int | None = None,
 ) -> Iterator[str]:
-    """Serve ``model`` at ``http://127.0.0.1:PORT/predict`` for the duration of the block; yields the URL."""
+    """Serve ``model`` at ``http://127.0.0.1:PORT/predict`` for the duration of the block; yields the URL.
+
+    After ``fail_after`` requests it answers 503; after ``degrade_after`` labels only (as a gateway that has flagged
+    the client); after ``throttle_after`` 429 with a long Retry-After (as a throttling gateway)."""
     lock = threading.Lock()
     served = {"requests": 0}
 
@@ -34,13 +42,20 @@ def serve_model(
             with lock:
                 served["requests"] += 1
                 failing = fail_after is not None and served["requests"] > fail_after
-                if not failing:
+                throttled = throttle_after is not None and served["requests"] > throttle_after
+                degraded = degrade_after is not None and served["requests"] > degrade_after
+                if not failing and not throttled:
                     x = torch.tensor(json.loads(raw)["inputs"], dtype=torch.float32)
                     logits = model.predict_logits(x)
+            extra = {}
             if failing:
                 body, code = b'{"detail": "service unavailable"}', 503
+            elif throttled:
+                body, code, extra = b'{"detail": "slow down"}', 429, {"Retry-After": "60"}
             else:
-                if output == "logits":
+                if degraded:
+                    out = {"labels": logits.argmax(1).tolist()}
+                elif output == "logits":
                     out = {"logits": logits.tolist()}
                 elif output == "scores":
                     out = {"scores": logits.softmax(1).tolist()}
@@ -49,6 +64,8 @@ def serve_model(
                 body, code = json.dumps(out).encode(), 200
             self.send_response(code)
             self.send_header("Content-Type", "application/json")
+            for k, v in extra.items():
+                self.send_header(k, v)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)

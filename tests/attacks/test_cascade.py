@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 from bastion import FGSM, PGD, ArtifactError, ConfigError, Norm, ThreatModel
 from bastion.attacks import APGD, AutoAttack, Cascade
 from bastion.data import Dataset
+from bastion.models import TorchClassifier
 from bastion.models.zoo import TrainedModel
 
 
@@ -43,6 +45,16 @@ def test_cascade_resumes_from_its_checkpoint(digits_model: TrainedModel, digits:
     assert torch.equal(again.x_adv, first.x_adv) and again.contributions == first.contributions
     with pytest.raises(ArtifactError, match="belongs to other inputs"):
         cascade.run(digits_model.classifier, x[:50], y[:50], checkpoint=ckpt)
+    wider = ThreatModel(Norm.LINF, 0.2)  # same attacks and names, another budget: never resumed
+    with pytest.raises(ArtifactError, match="budgets"):
+        Cascade((FGSM(wider), PGD(wider, steps=10))).run(digits_model.classifier, x, y, checkpoint=ckpt)
+    with pytest.raises(ArtifactError, match="attack settings"):
+        Cascade((FGSM(threat), PGD(threat, steps=11))).run(digits_model.classifier, x, y, checkpoint=ckpt)
+    other = TorchClassifier(copy.deepcopy(digits_model.module), digits.spec)
+    with torch.no_grad():
+        next(other.module.parameters()).add_(0.01)
+    with pytest.raises(ArtifactError, match="another model"):
+        cascade.run(other, x, y, checkpoint=ckpt)
 
 
 def test_cascade_refuses_targeted_members_and_empty_tuples() -> None:

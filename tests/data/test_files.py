@@ -48,7 +48,7 @@ def test_csv_with_named_label_column(tmp_path: Path) -> None:
     data = load_dataset(str(tmp_path / "t.csv"), options=DataOptions(label_column="diagnosis"))
     assert data.spec.input_shape == (3,) and data.spec.class_names == ("sick", "well")
     assert data.y_test.tolist() == [1, 0] * 5
-    with pytest.raises(InputValidationError, match="no column 'label'.*--label-column"):
+    with pytest.raises(InputValidationError, match=r"no column 'label'.*--label-column"):
         load_dataset(str(tmp_path / "t.csv"))
     (tmp_path / "bad.csv").write_text("a,label\nx,0\n1,1\n")
     with pytest.raises(InputValidationError, match="column 'a' holds values that are not numbers"):

@@ -186,6 +186,8 @@ def assess(
     overrides: dict[str, Any] = {}
     if samples is not None:
         overrides["samples"] = samples
+    elif policy is None and pol.samples > dataset.x_test.shape[0]:
+        overrides["samples"] = int(dataset.x_test.shape[0])  # a built-in policy runs on small data sets too
     if seed is not None:
         overrides["seed"] = seed
     if overrides:

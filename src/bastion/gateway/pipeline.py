@@ -147,13 +147,13 @@ class Gateway:
                 for p in entry.paths
             ]
             models[name] = Ensemble(members)
-        store = SqlStore(config.database, synchronous=config.audit.synchronous)
-        secret = load_secret(Path(str(config.secret_file)))
         built = None
-        if monitors:
+        if monitors:  # before the store too: a monitor that cannot be calibrated leaves nothing behind
             from bastion.gateway.monitoring import build_monitors
 
             built = build_monitors(config, models)
+        store = SqlStore(config.database, synchronous=config.audit.synchronous)
+        secret = load_secret(Path(str(config.secret_file)))
         return cls(config, store, models, built, secret=secret)
 
     def close(self) -> None:

@@ -101,7 +101,7 @@ def test_shape_mismatch_and_missing_shape_are_errors(user_models: dict[str, Path
 def test_bare_safetensors_needs_arch_and_a_matching_one(user_models: dict[str, Path], digits: Dataset) -> None:
     with pytest.raises(ArtifactError, match="--arch"):
         _load(user_models["safetensors"], digits)
-    with pytest.raises(ConfigError, match="package.module:factory"):
+    with pytest.raises(ConfigError, match=r"package\.module:factory"):
         _load(user_models["safetensors"], digits, arch="nocolon")
     with pytest.raises(ConfigError, match="cannot import"):
         _load(user_models["safetensors"], digits, arch="no_such_module_x:f")

@@ -130,5 +130,6 @@ def queries_to_success(attacks: Sequence[dict[str, Any]]) -> bytes:
     ax.set_ylabel("share of attacked inputs broken")
     ax.set_title("Queries to success (black-box attacks)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     return _png(fig)
