@@ -58,3 +58,9 @@ def test_inner_layers_do_not_import_the_edges() -> None:
             if any(e in path.read_text() for e in edges):
                 bad.append(str(path.relative_to(ROOT)))
     assert bad == []
+
+
+def test_core_never_imports_the_edges() -> None:
+    """import-linter: attacks, defenses, monitors, models, data and assess never import gateway, cli or reports."""
+    p = subprocess.run([*_tool("lint-imports")], cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0 and "1 kept, 0 broken" in p.stdout, p.stdout + p.stderr

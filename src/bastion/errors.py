@@ -12,7 +12,9 @@ mapping from failure to exit status lives in one place::
     │   ├── DatasetNotFoundError        data files missing on disk (names the install command)
     │   └── ArtifactError               a model file or card that cannot be used
     │       └── IntegrityError          weights whose sha256 does not match their card
-    └── RemoteModelError (exit 3)       an HTTP model endpoint that failed, timed out or answered garbage
+    ├── RemoteModelError (exit 3)       an HTTP model endpoint that failed, timed out or answered garbage
+    └── GatewayError (bastion.gateway.errors; exit 2 for a 4xx, 3 for a 5xx)  a request the gateway refuses, with
+                                        its HTTP status: the one place statuses are decided
 
 Validation collects every problem it finds and raises once; ``problems`` holds them one per line.
 """

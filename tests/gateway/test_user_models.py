@@ -68,6 +68,6 @@ def test_bad_model_entries_fail_at_start(user_models: dict[str, Path], tmp_path:
         _serve(tmp_path, {"m": {"paths": [str(user_models["pickle"])]}})
     with pytest.raises(ArtifactError, match="--input-shape"):
         _serve(tmp_path, {"m": {"paths": [str(user_models["torchscript"])]}})
-    with pytest.raises(ConfigError, match="monitors.baseline"):
+    with pytest.raises(ConfigError, match=r"monitors\.baseline"):
         _serve(tmp_path, {"m": {"paths": [str(user_models["onnx"])]}}, monitors={})
     assert not (tmp_path / "gw.db").exists()  # nothing left behind by a refused start

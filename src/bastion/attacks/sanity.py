@@ -138,9 +138,8 @@ def check_black_box_beats_white_box(
 ) -> list[SanityFlag]:
     """Flag budgets where a black-box attack does better than every white-box one: a sign of gradient masking.
 
-    The flag is an error (masking) when the black-box attack leaves at least ``masking_gap`` less robust accuracy
-    and less than half of the white-box figure; a smaller gap is a warning that the white-box attack did not
-    converge."""
+    The flag is an error (masking) when the black-box attack leaves more than ``masking_gap`` less robust accuracy;
+    a smaller gap is a warning that the white-box attack did not converge (more steps or restarts)."""
     flags = []
     keys = {(f.norm, round(f.eps, 12)) for f in figures}
     for norm, eps in sorted(keys):
@@ -155,7 +154,7 @@ def check_black_box_beats_white_box(
         if gap > tolerance:
             # a large gap is the signature of masked gradients; a small one of a white-box attack that has not
             # converged (more steps or restarts), which is worth a warning but does not void the evaluation
-            masking = gap > max(masking_gap, 0.5 * best_white.robust_accuracy)
+            masking = gap > masking_gap
             flags.append(
                 SanityFlag(
                     "black-beats-white",
