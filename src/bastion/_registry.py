@@ -17,6 +17,9 @@ class Registry(Generic[T]):
         self.kind = kind
         self._items: dict[str, T] = {}
 
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}: {', '.join(sorted(self._items))})"
+
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator: register the decorated object under ``name``."""
 

@@ -107,6 +107,10 @@ class ModelSpec:
         object.__setattr__(self, "bounds", (lo, hi))
         object.__setattr__(self, "class_names", names or tuple(str(i) for i in range(self.num_classes)))
 
+    def __repr__(self) -> str:
+        lo, hi = self.bounds
+        return f"ModelSpec(input_shape={self.input_shape}, num_classes={self.num_classes}, bounds=({lo:g}, {hi:g}))"
+
     @property
     def input_dim(self) -> int:
         return math.prod(self.input_shape)

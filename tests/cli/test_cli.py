@@ -21,6 +21,7 @@ def bastion(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
 
 def _no_traceback(p: subprocess.CompletedProcess[str]) -> None:
     assert "Traceback" not in p.stderr and "Traceback" not in p.stdout
+    assert len(p.stderr.strip().splitlines()) <= 1, p.stderr  # an error is one line
 
 
 @pytest.fixture(scope="module")

@@ -62,6 +62,13 @@ class AttackResult:
     def __len__(self) -> int:
         return int(self.success.shape[0])
 
+    def __repr__(self) -> str:
+        state = "" if self.complete else f", partial: {self.error}"
+        return (
+            f"AttackResult({self.attack}, {self.threat.norm.value} eps={self.threat.eps:g}, n={len(self)}, "
+            f"success_rate={self.success_rate:.3f}, seconds={self.seconds:.2f}{state})"
+        )
+
 
 @runtime_checkable
 class Attack(Protocol):
@@ -125,9 +132,14 @@ class EvasionAttack(abc.ABC):
     atlas: ClassVar[tuple[str, ...]] = ("AML.T0043", "AML.T0015")
     owasp: ClassVar[str] = "ML01:2023 Input Manipulation Attack"
 
-    threat: ThreatModel = field(default_factory=ThreatModel)
+    threat: ThreatModel = None  # type: ignore[assignment]  # required: there is no safe default budget
 
     def __post_init__(self) -> None:
+        if self.threat is None:
+            raise ConfigError(
+                f"{type(self).__name__} needs a threat model saying what the attacker may change, e.g. "
+                f"{type(self).__name__}(ThreatModel(Norm.LINF, eps=8 / 255)); there is no default budget"
+            )
         if not isinstance(self.threat, ThreatModel):
             raise ConfigError(f"threat must be a ThreatModel, got {type(self.threat).__name__}")
         if self.threat.norm not in self.norms:

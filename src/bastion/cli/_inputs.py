@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from bastion.data import Dataset, load_dataset
-from bastion.data.files import DataOptions
 from bastion.errors import ConfigError
-from bastion.models.formats import LoadedClassifier, SpecHints, detect_format, load_classifier
-from bastion.models.zoo.card import read_card
+
+if TYPE_CHECKING:  # the data and model stacks (torch, onnx, ...) load only when a command reads a model
+    from bastion.data import Dataset
+    from bastion.models.formats import LoadedClassifier
 
 ArchOpt = Annotated[
     str | None,
@@ -64,7 +64,8 @@ def read_data(
     input_shape: str | None = None,
 ) -> Dataset:
     """A built-in dataset by name, or the user's .npz / CSV / image folder read with the given options."""
-    from bastion.data import DATASETS
+    from bastion.data import DATASETS, load_dataset
+    from bastion.data.files import DataOptions
 
     if name.lower() in DATASETS.names():
         return load_dataset(name, **({"path": data_path} if data_path is not None else {}))
@@ -84,6 +85,9 @@ def read_data(
 
 def card_dataset(model: Path) -> str | None:
     """The dataset a Bastion zoo model's card names, if ``model`` is one."""
+    from bastion.models.formats import detect_format
+    from bastion.models.zoo.card import read_card
+
     if model.is_file() and detect_format(model) == "safetensors" and model.with_suffix(".json").is_file():
         return str(read_card(model).dataset.get("name") or "") or None
     return None
@@ -100,6 +104,8 @@ def read_model(
     bounds: str | None = None,
 ) -> LoadedClassifier:
     """Load ``model`` for ``dataset``: the data's shape, classes and bounds are the hints the file must agree with."""
+    from bastion.models.formats import SpecHints, load_classifier
+
     flags = SpecHints(input_shape=parse_ints(input_shape, "--input-shape"), bounds=parse_bounds(bounds))
     hints = flags.over(SpecHints.from_spec(dataset.spec))
     return load_classifier(

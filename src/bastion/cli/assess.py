@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from bastion.assess import load_policy, run_assessment
-from bastion.assess.baseline import read_baseline, regressions
-from bastion.assess.policy import Policy
 from bastion.cli._console import console, progress_bar
 from bastion.cli._inputs import (
     ArchOpt,
@@ -27,11 +24,13 @@ from bastion.cli._inputs import (
     read_data,
     read_model,
 )
-from bastion.data.base import Dataset
 from bastion.errors import ConfigError
-from bastion.models import Classifier, HttpClassifier
-from bastion.reports import Report, build_report, write_report
-from bastion.reports.render.junit import write_junit
+
+if TYPE_CHECKING:  # the assessment stack loads when a command runs, so `bastion --version` stays instant
+    from bastion.assess.policy import Policy
+    from bastion.data.base import Dataset
+    from bastion.models import Classifier
+    from bastion.reports import Report
 
 
 def assess_model(
@@ -44,6 +43,9 @@ def assess_model(
     extra_timings: dict[str, float] | None = None,
 ) -> Report:
     """Run the assessment with a progress bar, write the report and print the summary table."""
+    from bastion.assess import run_assessment
+    from bastion.reports import build_report, write_report
+
     if dataset.spec.input_shape != classifier.spec.input_shape:
         raise ConfigError(
             f"model {model_info.get('name')} takes inputs of shape {classifier.spec.input_shape} but dataset "
@@ -156,6 +158,9 @@ def assess(
 ) -> None:
     """Red-team MODEL (or the endpoint at --url) with the policy's probes; exit 1 when the gate fails, 3 when it is
     inconclusive."""
+    from bastion.assess import load_policy
+    from bastion.models import HttpClassifier
+
     if (model is None) == (url is None):
         raise ConfigError("give either a MODEL file or --url (an endpoint), not both and not neither")
     if model is not None and not model.is_file():
@@ -218,6 +223,9 @@ def assess(
 def finish(report: Report, *, url: str | None, junit: Path | None, baseline: Path | None, tolerance: float) -> None:
     """Compare with a baseline, write JUnit, print the gate's verdict and exit: 0 pass or no gate, 1 fail,
     3 inconclusive."""
+    from bastion.assess.baseline import read_baseline, regressions
+    from bastion.reports.render.junit import write_junit
+
     found = []
     if baseline is not None:
         found = [r.describe() for r in regressions(report.rows, read_baseline(baseline), tolerance)]

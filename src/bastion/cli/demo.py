@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from bastion.assess import load_policy
+if TYPE_CHECKING:
+    from bastion.data import Dataset
+
 from bastion.cli._console import console, progress_bar
-from bastion.cli.assess import assess_model
-from bastion.data import Dataset, load_dataset
-from bastion.models.zoo import load_model, save_model, train_model
 
 
 def demo(
@@ -24,6 +23,11 @@ def demo(
 ) -> None:
     """Walk the main path on embedded data: train → save with card → load (verified) → assess → report → serve it
     behind the gateway and attack it through HTTP, to see the attack flagged and the attacker degraded."""
+    from bastion.assess import load_policy
+    from bastion.cli.assess import assess_model
+    from bastion.data import load_dataset
+    from bastion.models.zoo import load_model, save_model, train_model
+
     start = time.perf_counter()
     dataset = load_dataset("digits")
     console.print(f"[bold]1/4[/] training the reference CNN on {dataset!r}")

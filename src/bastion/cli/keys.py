@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from bastion.cli._console import console, err_console
-from bastion.gateway.admin import admin_session
+
+
+def admin_session(config: Path) -> Any:
+    from bastion.gateway.admin import admin_session as session  # the gateway loads only when a command runs
+
+    return session(config)
+
 
 keys_app = typer.Typer(help="Create, list and revoke the gateway's API keys.", no_args_is_help=True)
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="gateway YAML")]

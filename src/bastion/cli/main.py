@@ -9,7 +9,6 @@ import sys
 import typer
 from rich.markup import escape
 
-from bastion._torch import configure_threads
 from bastion._version import __version__
 from bastion.cli._console import err_console
 from bastion.cli.assess import assess
@@ -50,12 +49,22 @@ def _root(
     ),
 ) -> None:
     """Secure machine-learning models: red-team, harden, sign, serve, monitor, respond."""
+    from bastion._torch import configure_threads  # torch loads here, for a command, never for --version or --help
+
+    configure_threads()
+
+
+def one_line(e: BastionError) -> str:
+    """The error as one line: its message, then each problem it collected, separated by semicolons."""
+    text = e.message if isinstance(getattr(e, "message", None), str) else str(e)
+    if e.problems:
+        text = f"{text.rstrip(':')}: {'; '.join(e.problems)}"
+    return " ".join(text.split())
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns (and exits with) 0 ok, 1 policy gate failed, 2 user error, 3 internal/remote error."""
     logging.basicConfig(level=os.environ.get("BASTION_LOG", "WARNING").upper(), format="%(levelname)s %(message)s")
-    configure_threads()
     command = typer.main.get_command(app)
     code = 0
     try:
@@ -64,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     except BastionError as e:
-        err_console.print(f"[red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/] {escape(one_line(e))}", highlight=False, soft_wrap=True)
         code = e.exit_code
     except KeyboardInterrupt:
         code = 130

@@ -8,8 +8,6 @@ from typing import Annotated
 import typer
 
 from bastion.cli._console import console, progress_bar
-from bastion.data import load_dataset
-from bastion.models.zoo import save_model, train_model
 
 
 def train(
@@ -25,6 +23,9 @@ def train(
     data_path: Annotated[Path | None, typer.Option(help="folder of the dataset files (fashion-mnist)")] = None,
 ) -> None:
     """Train a reference model on a dataset, seeded, and save it with its model card."""
+    from bastion.data import load_dataset
+    from bastion.models.zoo import save_model, train_model
+
     dataset = load_dataset(data, **({"path": data_path} if data_path is not None else {}))
     with progress_bar() as bar:
         trained = train_model(

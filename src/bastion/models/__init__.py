@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bastion.models.base import Classifier, DifferentiableClassifier, ModelSpec, predict_labels
 from bastion.models.http import HttpClassifier
+from bastion.models.onnx import OnnxClassifier
 from bastion.models.sklearn import SklearnClassifier
 from bastion.models.torch import TorchClassifier
 
@@ -12,6 +13,7 @@ __all__ = [
     "DifferentiableClassifier",
     "HttpClassifier",
     "ModelSpec",
+    "OnnxClassifier",
     "SklearnClassifier",
     "TorchClassifier",
     "predict_labels",

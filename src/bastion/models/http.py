@@ -197,3 +197,6 @@ class HttpClassifier:
         if bool((values < 0).any()):
             raise RemoteModelError(f"{self.url} answered negative {key}; expected probabilities")
         return torch.log(values.clamp_min(1e-12))
+
+    def __repr__(self) -> str:
+        return f"HttpClassifier({self.url!r}, spec={self.spec}, queries={self.queries})"

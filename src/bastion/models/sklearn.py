@@ -41,3 +41,6 @@ class SklearnClassifier:
         flat = x.detach().reshape(x.shape[0], -1).cpu().numpy().astype(np.float64, copy=False)
         proba = np.asarray(self.estimator.predict_proba(flat), dtype=np.float64)
         return torch.from_numpy(np.log(np.clip(proba, 1e-12, 1.0))).to(torch.float32)
+
+    def __repr__(self) -> str:
+        return f"SklearnClassifier({type(self.estimator).__name__}, spec={self.spec})"
