@@ -10,6 +10,11 @@ import typer
 from rich.markup import escape
 
 from bastion._version import __version__
+
+try:  # typer >= 0.20 carries its own copy of click
+    from typer._click import exceptions as _click
+except ImportError:  # pragma: no cover - older typer uses click itself
+    from click import exceptions as _click  # type: ignore[no-redef]
 from bastion.cli._console import err_console
 from bastion.cli.assess import assess
 from bastion.cli.audit import audit_app
@@ -68,8 +73,26 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     code = 0
     try:
-        # standalone mode lets typer print usage errors (exit 2) and --help; our own errors propagate to here.
-        command.main(args=argv, prog_name="bastion", standalone_mode=True)
+        # not standalone: usage errors come here too, so every error is printed the same way, on one line
+        result = command.main(args=argv, prog_name="bastion", standalone_mode=False)
+        code = result if isinstance(result, int) else 0
+    except _click.NoArgsIsHelpError:  # `bastion` or `bastion keys` alone: the help was shown, nothing was run
+        code = 2
+    except _click.UsageError as e:
+        where = e.ctx.command_path if e.ctx is not None else "bastion"
+        err_console.print(
+            f"[red]error:[/] {escape(' '.join(e.format_message().split()))} (see {escape(where)} --help)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        code = 2
+    except _click.ClickException as e:
+        err_console.print(f"[red]error:[/] {escape(' '.join(e.format_message().split()))}", highlight=False)
+        code = e.exit_code
+    except typer.Abort:
+        code = 130
+    except typer.Exit as e:
+        code = e.exit_code
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     except BastionError as e:

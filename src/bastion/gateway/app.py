@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bastion._version import __version__
 from bastion.gateway.auth import Principal
-from bastion.gateway.errors import GatewayError
+from bastion.gateway.errors import STATUS, GatewayError
 from bastion.gateway.pipeline import Gateway, PredictRequest
 from bastion.monitors.threat import ThreatLevel
 
@@ -92,8 +92,8 @@ def _client(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+def _error(code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=STATUS[code])
 
 
 async def _read_limited(request: Request, limit: int) -> bytes:
@@ -136,18 +136,19 @@ def create_app(gateway: Gateway) -> FastAPI:
             for e in exc.errors()
         )
         message = problems or "the request body is not valid for this endpoint"
-        return await _refused(request, 422, "bad_request", message)
+        return await _refused(request, "bad_request", message)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
         message = {404: f"no endpoint {request.url.path}", 405: f"{request.method} is not allowed here"}.get(
             exc.status_code, str(exc.detail)
         )
-        return await _refused(request, exc.status_code, code, message)
+        return await _refused(request, code, message)
 
-    async def _refused(request: Request, status: int, code: str, message: str) -> JSONResponse:
+    async def _refused(request: Request, code: str, message: str) -> JSONResponse:
         """Refusals by the web layer are audited too: every request leaves an event."""
+        status = STATUS[code]
         try:
             rid = await run_in_threadpool(gateway.record_refusal, _token(request), status, code, _client(request))
         except GatewayError as exc:  # the audit log is down
@@ -158,7 +159,7 @@ def create_app(gateway: Gateway) -> FastAPI:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         ref = uuid.uuid4().hex[:12]
         log.exception("unexpected error %s on %s %s", ref, request.method, request.url.path)
-        return _error(500, "internal", f"internal error (reference {ref}); the request may be retried")
+        return _error("internal", f"internal error (reference {ref}); the request may be retried")
 
     async def admin(request: Request, action: str, fn: Any) -> Any:
         return await run_in_threadpool(gateway.admin, _token(request), action, fn, _client(request))
@@ -268,7 +269,7 @@ def create_app(gateway: Gateway) -> FastAPI:
             try:
                 record, key = gateway.keys.create(body.name, body.scopes)
             except Exception as exc:  # InputValidationError from scope checks
-                raise GatewayError(422, "bad_request", str(exc).splitlines()[0]) from None
+                raise GatewayError("bad_request", str(exc).splitlines()[0]) from None
             return {"key_id": record.key_id, "name": record.name, "scopes": list(record.scopes), "key": key}
 
         result: dict[str, Any] = await admin(request, "create_key", run)
@@ -280,7 +281,7 @@ def create_app(gateway: Gateway) -> FastAPI:
 
         def run(_: Principal) -> dict[str, Any]:
             if not gateway.keys.revoke(key_id):
-                raise GatewayError(404, "no_such_key", f"no active key {key_id!r}")
+                raise GatewayError("no_such_key", f"no active key {key_id!r}")
             return {"key_id": key_id, "revoked": True}
 
         result: dict[str, Any] = await admin(request, "revoke_key", run)
@@ -317,7 +318,7 @@ def create_app(gateway: Gateway) -> FastAPI:
             try:
                 level = None if body.level is None else ThreatLevel.parse(body.level)
             except ValueError as exc:
-                raise GatewayError(422, "bad_request", str(exc)) from None
+                raise GatewayError("bad_request", str(exc)) from None
             return gateway.set_level(key_id, level, p.key_id, body.reason)
 
         result: dict[str, Any] = await admin(request, "set_level", run)

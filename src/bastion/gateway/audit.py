@@ -29,7 +29,7 @@ class AuditLog:
             return self.store.append(event)
         except Exception as exc:  # any database failure: refuse to answer rather than answer unaudited
             raise GatewayError(
-                503, "audit_unavailable", "the audit log could not be written; the request was not served, retry"
+                "audit_unavailable", "the audit log could not be written; the request was not served, retry"
             ) from exc
 
     def export(self, path: str | Path, after_id: int = 0) -> int:

@@ -20,6 +20,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from bastion.errors import ConfigError, InputValidationError
+from bastion.gateway.errors import GatewayError
 from bastion.gateway.store.base import KeyRecord, KeyStore
 
 _TOKEN = re.compile(r"^bk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
@@ -74,12 +75,11 @@ class Principal:
         return Scope.ADMIN.value in self.scopes or scope.value in self.scopes
 
 
-class AuthError(Exception):
-    """Authentication failed or was not allowed; ``status`` is 401 or 403."""
+class AuthError(GatewayError):
+    """Authentication failed or was not allowed (401 or 403, by its code)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(code, message)
 
 
 class KeyManager:
@@ -106,23 +106,23 @@ class KeyManager:
     def authenticate(self, token: str | None) -> Principal:
         """The caller behind a key, or AuthError(401) for a missing, malformed, unknown, wrong or revoked key."""
         if not token:
-            raise AuthError(401, "missing_key", "no API key: send 'Authorization: Bearer <key>'")
+            raise AuthError("missing_key", "no API key: send 'Authorization: Bearer <key>'")
         m = _TOKEN.match(token)
         if m is None:
-            raise AuthError(401, "malformed_key", "malformed API key: expected 'bk_<12 hex>_<43 characters>'")
+            raise AuthError("malformed_key", "malformed API key: expected 'bk_<12 hex>_<43 characters>'")
         key_id, secret_part = m.group(1), m.group(2)
         record = self.store.get_key(key_id)
         expected = record.secret_hash if record is not None else self._hash("")  # same work for unknown ids
         if not hmac.compare_digest(expected, self._hash(secret_part)) or record is None:
-            raise AuthError(401, "invalid_key", "invalid API key")
+            raise AuthError("invalid_key", "invalid API key")
         if not record.active:
-            raise AuthError(401, "revoked_key", "this API key has been revoked")
+            raise AuthError("revoked_key", "this API key has been revoked")
         return Principal(record.key_id, record.name, record.scopes)
 
     @staticmethod
     def require(principal: Principal, scope: Scope) -> None:
         if not principal.allows(scope):
-            raise AuthError(403, "forbidden", f"this key lacks the '{scope.value}' scope")
+            raise AuthError("forbidden", f"this key lacks the '{scope.value}' scope")
 
     def revoke(self, key_id: str) -> bool:
         """Revoke a key; False if no active key has that id."""

@@ -1,21 +1,61 @@
-"""The one error type the pipeline raises: an HTTP status, a stable code and a message for the client.
+"""The one error type the pipeline raises, and the one table that decides every HTTP status the gateway answers.
 
 A :class:`GatewayError` is a :class:`~bastion.errors.BastionError` like every other error Bastion raises on
-purpose; a 4xx is the client's to fix (exit code 2 where the CLI meets one), a 5xx is the service's (exit code 3).
+purpose. Raise sites name a stable ``code``; :data:`STATUS` maps it to its HTTP status, so the mapping lives here and
+nowhere else. 4xx codes are the client's to fix; 5xx codes are the service's fault (a database or audit log that
+is down is never reported as the client's mistake). Where the CLI meets one, a 4xx exits 2 and a 5xx exits 3.
 """
 
 from __future__ import annotations
 
 from bastion.errors import BastionError
 
+STATUS: dict[str, int] = {
+    # the request itself
+    "malformed_json": 400,
+    "unsupported_media_type": 415,
+    "body_too_large": 413,
+    "batch_too_large": 413,
+    "bad_request": 422,
+    "bad_schema": 422,
+    "bad_value": 422,
+    "bad_shape": 422,
+    "non_finite": 422,
+    "out_of_bounds": 422,
+    "bad_status": 422,
+    # who is asking
+    "missing_key": 401,
+    "malformed_key": 401,
+    "invalid_key": 401,
+    "revoked_key": 401,
+    "forbidden": 403,
+    "quarantined": 403,
+    # what they ask for
+    "unknown_model": 404,
+    "no_such_key": 404,
+    "no_such_incident": 404,
+    "not_found": 404,
+    "method_not_allowed": 405,
+    "already_resolved": 409,
+    # how much they ask
+    "rate_limited": 429,
+    "over_budget": 413,  # one request holds more inputs than the key may ever send in its window
+    # the service's own failures
+    "internal": 500,
+    "audit_unavailable": 503,
+    "store_unavailable": 503,
+}
+
 
 class GatewayError(BastionError):
     """A request the gateway refuses. ``message`` says what was wrong and how to fix it; it never holds a trace."""
 
-    def __init__(self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, code: str, message: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        self.exit_code = 2 if 400 <= status < 500 else 3  # type: ignore[misc]
-        self.status = status
+        if code not in STATUS:
+            raise KeyError(f"gateway error code {code!r} has no status in gateway.errors.STATUS")
+        self.status = STATUS[code]
+        self.exit_code = 2 if self.status < 500 else 3  # type: ignore[misc]
         self.code = code
         self.message = message
         self.headers = headers or {}

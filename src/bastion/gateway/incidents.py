@@ -118,13 +118,13 @@ class IncidentManager:
     def transition(self, incident_id: int, status: str, actor: str, note: str = "") -> IncidentRecord:
         """Acknowledge or resolve an incident; a resolved incident stays resolved."""
         if status not in ("acknowledged", "resolved"):
-            raise GatewayError(422, "bad_status", f"status must be 'acknowledged' or 'resolved', got {status!r}")
+            raise GatewayError("bad_status", f"status must be 'acknowledged' or 'resolved', got {status!r}")
         with self._lock:
             rec = self.store.get_incident(incident_id)
             if rec is None:
-                raise GatewayError(404, "no_such_incident", f"no incident {incident_id}")
+                raise GatewayError("no_such_incident", f"no incident {incident_id}")
             if rec.status == "resolved":
-                raise GatewayError(409, "already_resolved", f"incident {incident_id} is already resolved")
+                raise GatewayError("already_resolved", f"incident {incident_id} is already resolved")
             now = time.time()
             entry = {"time": now, "by": actor, "status": status, "note": note}
             rec = dataclasses.replace(rec, status=status, updated_at=now, notes=[*rec.notes, entry])
@@ -133,7 +133,7 @@ class IncidentManager:
 
     def list(self, status: str | None = None) -> list[IncidentRecord]:
         if status is not None and status not in STATUSES:
-            raise GatewayError(422, "bad_status", f"status must be one of {', '.join(STATUSES)}, got {status!r}")
+            raise GatewayError("bad_status", f"status must be one of {', '.join(STATUSES)}, got {status!r}")
         return self.store.list_incidents(status)
 
 

@@ -10,6 +10,8 @@ answer; if that write fails the request is refused (503) rather than answered un
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import threading
 import time
 import uuid
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+from sqlalchemy.exc import SQLAlchemyError
 
 from bastion.defenses.ensemble import Ensemble
 from bastion.defenses.postprocessing import Chain, Release, create_chain
@@ -35,6 +38,8 @@ from bastion.monitors.base import Alert, Monitor, QueryEvent
 from bastion.monitors.threat import LevelTransition, ThreatLevel, ThreatSettings, ThreatTracker
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -183,10 +188,10 @@ class Gateway:
             self._write_audit(trace, outcome, status, t0, client)
             exc.request_id = trace.request_id
             raise
-        except AuthError as exc:
-            status, outcome = exc.status, f"refused:{exc.code}"
-            self._write_audit(trace, outcome, status, t0, client)
-            err = GatewayError(exc.status, exc.code, exc.message)
+        except (sqlite3.Error, SQLAlchemyError) as exc:  # the service's database failed: never the client's fault
+            self._write_audit(trace, "refused:store_unavailable", 503, t0, client)
+            log.error("store failure on %s: %s", trace.request_id, exc)
+            err = GatewayError("store_unavailable", "the gateway's database is unavailable; retry shortly")
             err.request_id = trace.request_id
             raise err from None
         except Exception:
@@ -229,23 +234,20 @@ class Gateway:
         principal = self.keys.authenticate(req.token)
         trace.key_id = principal.key_id
         if not (principal.allows(Scope.PREDICT_LABELS) or principal.allows(Scope.PREDICT_SCORES)):
-            raise GatewayError(403, "forbidden", "this key lacks a predict scope (predict:labels or predict:scores)")
+            raise GatewayError("forbidden", "this key lacks a predict scope (predict:labels or predict:scores)")
         level = self.level_for(principal.key_id)
         policy = self._policy(level)
         if policy.quarantine:
             raise GatewayError(
-                403,
                 "quarantined",
                 f"this key is quarantined (threat level {level.label}); an administrator can review and reset it",
             )
         decision = self.limiter.charge_request(principal.key_id, policy.rate_factor)
         if not decision.allowed:
-            raise GatewayError(
-                429, "rate_limited", decision.message, headers={"Retry-After": str(decision.retry_after)}
-            )
+            raise GatewayError("rate_limited", decision.message, headers={"Retry-After": str(decision.retry_after)})
         model = self.models.get(req.model)
         if model is None:
-            raise GatewayError(404, "unknown_model", f"no model named {req.model!r}; served: {', '.join(self.models)}")
+            raise GatewayError("unknown_model", f"no model named {req.model!r}; served: {', '.join(self.models)}")
         limits = self.config.limits
         data = parse_body(req.body, req.content_type, limits.max_body_bytes)
         x = to_batch(data, model.spec, limits.max_batch, raw=req.body)
@@ -253,9 +255,10 @@ class Gateway:
         trace.input_hash = input_hash(x)
         decision = self.limiter.charge_inputs(principal.key_id, trace.n_inputs, policy.rate_factor)
         if not decision.allowed:
-            status = 413 if decision.too_large else 429
             headers = {} if decision.too_large else {"Retry-After": str(decision.retry_after)}
-            raise GatewayError(status, "rate_limited", decision.message, headers=headers)
+            raise GatewayError(
+                "over_budget" if decision.too_large else "rate_limited", decision.message, headers=headers
+            )
         out = model.predict(x)
         labels = out.probs.argmax(1)
         now = self.clock()
@@ -365,7 +368,7 @@ class Gateway:
     def set_level(self, key_id: str, level: ThreatLevel | None, actor: str, reason: str) -> dict[str, Any]:
         """Pin a key's level (``None``: reset it to normal and unpin it)."""
         if self.store.get_key(key_id) is None:
-            raise GatewayError(404, "no_such_key", f"no key {key_id!r}")
+            raise GatewayError("no_such_key", f"no key {key_id!r}")
         now = self.clock()
         if level is None:
             transitions = self.threat.reset(key_id, now, actor, reason or "reset by an administrator")

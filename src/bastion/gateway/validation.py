@@ -24,7 +24,7 @@ BOUNDS_TOLERANCE = 1e-6
 
 
 def _refuse_constant(name: str) -> Any:
-    raise GatewayError(422, "non_finite", f"inputs contain {name}; every value must be a finite number")
+    raise GatewayError("non_finite", f"inputs contain {name}; every value must be a finite number")
 
 
 def parse_body(body: bytes, content_type: str | None, max_body_bytes: int) -> dict[str, Any]:
@@ -32,11 +32,11 @@ def parse_body(body: bytes, content_type: str | None, max_body_bytes: int) -> di
     media = (content_type or "").split(";")[0].strip().lower()
     if media != "application/json":
         raise GatewayError(
-            415, "unsupported_media_type", f"send the body as application/json, got {media or 'no content type'}"
+            "unsupported_media_type", f"send the body as application/json, got {media or 'no content type'}"
         )
     if len(body) > max_body_bytes:
         raise GatewayError(
-            413, "body_too_large", f"request body exceeds {max_body_bytes} bytes; send fewer inputs per request"
+            "body_too_large", f"request body exceeds {max_body_bytes} bytes; send fewer inputs per request"
         )
     try:
         data = orjson.loads(body)  # strict and ~5x faster than json; refuses NaN and Infinity literals
@@ -46,14 +46,14 @@ def parse_body(body: bytes, content_type: str | None, max_body_bytes: int) -> di
         except GatewayError:
             raise
         except (UnicodeDecodeError, ValueError) as exc:
-            raise GatewayError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
+            raise GatewayError("malformed_json", f"the body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise GatewayError(
-            422, "bad_schema", f'the body must be a JSON object {{"inputs": [...]}}, got {type(data).__name__}'
+            "bad_schema", f'the body must be a JSON object {{"inputs": [...]}}, got {type(data).__name__}'
         )
     unknown = sorted(set(data) - {"inputs"})
     if unknown:
-        raise GatewayError(422, "bad_schema", f"unknown field(s) {unknown}; the body holds only 'inputs'")
+        raise GatewayError("bad_schema", f"unknown field(s) {unknown}; the body holds only 'inputs'")
     return data
 
 
@@ -72,41 +72,39 @@ def _find_non_number(value: Any, path: str) -> str | None:
 def to_batch(data: dict[str, Any], spec: ModelSpec, max_batch: int, *, raw: bytes = b"") -> Tensor:
     """The ``inputs`` field as a float32 tensor of shape (N, *input_shape) within the model's bounds."""
     if "inputs" not in data:
-        raise GatewayError(422, "bad_schema", 'the body needs an "inputs" field: a list of inputs (nested lists)')
+        raise GatewayError("bad_schema", 'the body needs an "inputs" field: a list of inputs (nested lists)')
     inputs = data["inputs"]
     shape = "x".join(str(s) for s in spec.input_shape)
     if not isinstance(inputs, list) or not inputs:
-        raise GatewayError(422, "bad_schema", f'"inputs" must be a non-empty list of inputs of shape {shape}')
+        raise GatewayError("bad_schema", f'"inputs" must be a non-empty list of inputs of shape {shape}')
     if len(inputs) > max_batch:
         raise GatewayError(
-            413, "batch_too_large", f"a request may hold at most {max_batch} inputs, got {len(inputs)}; split it"
+            "batch_too_large", f"a request may hold at most {max_batch} inputs, got {len(inputs)}; split it"
         )
     if raw and (b"true" in raw or b"false" in raw or b"null" in raw):  # exact walk only when they may be there
         found = _find_non_number(inputs, "inputs")
         if found:
-            raise GatewayError(422, "bad_value", f"inputs must hold numbers only: {found}")
+            raise GatewayError("bad_value", f"inputs must hold numbers only: {found}")
     try:
         with np.errstate(over="ignore"):  # overflow to inf is reported below as a non-finite value
             x = torch.from_numpy(np.array(inputs, dtype=np.float32))
     except (TypeError, ValueError, RuntimeError, OverflowError):
         found = _find_non_number(inputs, "inputs")
         detail = found or "the nested lists are ragged (not every input has the same shape)"
-        raise GatewayError(422, "bad_value", f"inputs must be a rectangular array of numbers: {detail}") from None
+        raise GatewayError("bad_value", f"inputs must be a rectangular array of numbers: {detail}") from None
     want = (len(inputs), *spec.input_shape)
     if tuple(x.shape) != want:
         raise GatewayError(
-            422,
             "bad_shape",
             f"inputs have shape {tuple(x.shape)}, this model takes (N, {', '.join(map(str, spec.input_shape))})",
         )
     low, high = (float(v) for v in torch.aminmax(x))  # one pass; NaN cannot come out of the JSON parsers used
     if not (math.isfinite(low) and math.isfinite(high)):  # finite JSON numbers can still overflow float32 (1e300)
-        raise GatewayError(422, "non_finite", "inputs contain values too large for float32; every value must be finite")
+        raise GatewayError("non_finite", "inputs contain values too large for float32; every value must be finite")
     lo, hi = spec.bounds
     if low < lo - BOUNDS_TOLERANCE or high > hi + BOUNDS_TOLERANCE:
         bad = int(((x < lo - BOUNDS_TOLERANCE) | (x > hi + BOUNDS_TOLERANCE)).sum())
         raise GatewayError(
-            422,
             "out_of_bounds",
             f"{bad} value(s) lie outside the model's input range [{lo:g}, {hi:g}]; scale inputs into it (nothing is "
             "clipped for you)",
