@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from bastion.data import Dataset, load_dataset
 from bastion.models.zoo import TrainedModel, save_model, train_model
 
 torch.set_num_threads(1)
+os.environ.setdefault("BASTION_THREADS", "1")  # in-process CLI runs keep the tests' one thread
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,8 @@
-"""The `bastion` command as a user runs it: real subprocesses, exit codes, no tracebacks."""
+"""The `bastion` command as a user runs it: exit codes, one-line errors, no tracebacks.
+
+Most tests run the command in-process (same parser and error handling, no interpreter start-up); the few where
+a separate process is the point (--version's import cost, an endpoint that disappears) use a real subprocess.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +14,23 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.cli._run import Ran, run_cli
 
 
-def bastion(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def bastion(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> Ran:
+    return run_cli(*args, env=env, cwd=cwd)
+
+
+def bastion_process(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "BASTION_THREADS": "1", "COLUMNS": "160", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "bastion", *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=300
     )
 
 
-def _no_traceback(p: subprocess.CompletedProcess[str]) -> None:
+def _no_traceback(p: Ran | subprocess.CompletedProcess[str]) -> None:
     assert "Traceback" not in p.stderr and "Traceback" not in p.stdout
     lines = p.stderr.strip().splitlines()
     first = next((i for i, line in enumerate(lines) if "error:" in line), len(lines))
@@ -121,7 +132,7 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
 
 
 def test_version() -> None:
-    p = bastion("--version")
+    p = bastion_process("--version")
     assert p.returncode == 0 and p.stdout.startswith("bastion ")
 
 

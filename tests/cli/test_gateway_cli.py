@@ -1,22 +1,19 @@
-"""`bastion keys`, `bastion incidents` and `bastion audit` as real subprocesses on a gateway's database."""
+"""`bastion keys`, `bastion incidents` and `bastion audit` (in-process) on a real gateway database."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
+from tests.cli._run import Ran, run_cli
 
 from bastion.gateway import Gateway, load_config
 from bastion.monitors import Alert, Severity
 
 
-def _bastion(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bastion", *args], cwd=cwd, capture_output=True, text=True, timeout=120
-    )
+def _bastion(*args: str, cwd: Path) -> Ran:
+    return run_cli(*args, cwd=cwd)
 
 
 def test_keys_incidents_and_audit_from_the_command_line(digits_model_file: Path, tmp_path: Path) -> None:
