@@ -126,6 +126,8 @@ def test_cut_short_endpoint_runs_exit_3(mode: str, digits_model: TrainedModel, t
     policy = tmp_path / "p.yaml"
     policy.write_text(
         "samples: 10\nattacks:\n  - {id: square-linf, attack: square, eps: [0.1], params: {max_queries: 100}}\n"
+        "  - {id: hsj, attack: hopskipjump, norm: l2, eps: [1.0], params: {max_queries: 100}}\n"
+        "probes:\n  - {family: corruption, params: {severities: [1]}}\n"
         "thresholds:\n  - {probe: square-linf, eps: 0.1, metric: robust_accuracy, min: 0.0}\n"
     )
     with serve_model(digits_model.classifier, output="scores", **{mode: 5}) as url:
@@ -134,6 +136,9 @@ def test_cut_short_endpoint_runs_exit_3(mode: str, digits_model: TrainedModel, t
     results = json.loads((tmp_path / "r" / "results.json").read_text())
     assert results["gate"]["status"] == "inconclusive" and results["thresholds"][0]["status"] == "inconclusive"
     assert not results["passed"]
+    if mode == "throttle_after":  # once the endpoint stops serving, the rest of the policy is not run at all
+        later = [r for r in results["rows"] if r["entry"] != "square-linf"]
+        assert later and all(not r["complete"] and "not run" in r["note"] for r in later)
     with serve_model(digits_model.classifier, output="scores") as url:  # the same run, not cut short, passes
         code = main(["assess", "--url", url, "--data", "digits", "--policy", str(policy), "--out", str(tmp_path / "r")])
     assert code == 0

@@ -158,6 +158,15 @@ def run_assessment(
 
     results: list[FamilyResult] = []
     for entry in policy.entries():
+        blocked = getattr(model, "throttled", None)
+        if isinstance(blocked, str) and entry.family.name != "evasion":  # evasion marks each budget itself
+            note = f"not run: {blocked}"
+            rows = tuple(
+                MetricRow(entry.id, at, {}, complete=False, note=note)
+                for at in entry.family.planned_rows(entry.settings)
+            )
+            results.append(FamilyResult(entry.family.name, entry.id, rows))
+            continue
 
         def generator_for(at: Mapping[str, AtValue], _entry: str = entry.id) -> torch.Generator:
             return make_generator(derived_seed(policy.seed, _entry, at), device)
@@ -173,6 +182,9 @@ def run_assessment(
     sanity = _sanity(model, data, outcomes)
     checks = tuple(judge(t, results) for t in policy.thresholds)
     gate, reasons = verdict(checks, sanity, policy)
+    cut = [f"{r.entry}: {r.note}" for res in results for r in res.rows if not r.complete]
+    if gate == "no gate" and cut:  # nothing to gate, but a cut-short run must not end as if all was well
+        gate, reasons = "inconclusive", ["no thresholds, and the run was cut short", *cut]
     clean = Estimate.rate(int(data.correct.sum()), data.n, policy.confidence)
     return Assessment(
         policy=policy,
@@ -243,7 +255,9 @@ def judge(threshold: Threshold, results: list[FamilyResult]) -> ThresholdCheck:
 def verdict(
     checks: tuple[ThresholdCheck, ...], sanity: list[SanityFlag], policy: Policy
 ) -> tuple[GateStatus, list[str]]:
-    """fail beats inconclusive beats pass; sanity errors the policy does not accept fail a gate that was set."""
+    """fail beats inconclusive beats pass; sanity errors the policy does not accept fail a gate that was set.
+
+    (A run without thresholds that was cut short is made inconclusive by the caller, not "no gate".)"""
     if not checks:
         return "no gate", ["the policy sets no thresholds"]
     reasons = [f"{c.rule}: measured {c.value:.4g}" for c in checks if c.status == "fail"]

@@ -139,6 +139,12 @@ def assess(
     ] = None,
     api_key: Annotated[str | None, typer.Option(envvar="BASTION_API_KEY", help="bearer key for --url")] = None,
     timeout: Annotated[float, typer.Option(min=0.1, help="seconds to wait for each answer from --url")] = 30.0,
+    max_throttle_wait: Annotated[
+        float,
+        typer.Option(
+            min=0.0, help="--url: seconds in all to wait out rate limits (429) before calling the run cut short"
+        ),
+    ] = 30.0,
     arch: ArchOpt = None,
     trust: TrustOpt = None,
     black_box: BlackBoxOpt = False,
@@ -210,7 +216,9 @@ def assess(
                 "use black-box attacks (square, hopskipjump) or leave --policy out"
             )
     if url is not None:
-        with HttpClassifier(url, dataset.spec, api_key=api_key, timeout=timeout) as remote:
+        with HttpClassifier(
+            url, dataset.spec, api_key=api_key, timeout=timeout, max_total_wait=max_throttle_wait
+        ) as remote:
             report = assess_model(remote, {"name": f"endpoint {url}", "endpoint": url}, dataset, pol, out)
     else:
         assert loaded is not None
@@ -243,9 +251,12 @@ def finish(report: Report, *, url: str | None, junit: Path | None, baseline: Pat
         console.print(f"[yellow]policy gate inconclusive[/]: {escape('; '.join(report.gate_reasons))}", highlight=False)
         if url is not None:
             console.print(
-                "The endpoint cut the run short (refusals, throttling or degraded answers). Against a Bastion "
-                "gateway, assess with a key whose threat level an admin has pinned to normal, or with the "
-                "gateway's monitors off, so that the gateway's defences do not stop the measurement."
+                "The endpoint cut the run short (rate limits, refusals or degraded answers), so these figures are "
+                "the gateway's defences at work, not the model's robustness. For a clean run against a Bastion "
+                "gateway, assess a copy of it with its monitors off and rate limits that allow the policy's queries "
+                "(rate.inputs_per_minute, rate.requests_per_second), or wait longer for rate limits with "
+                "--max-throttle-wait. Assessment keys that a production gateway serves unthrottled are planned "
+                "(the gateway issue)."
             )
         raise typer.Exit(3)
     if report.gate == "no gate":

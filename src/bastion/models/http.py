@@ -31,7 +31,9 @@ class HttpClassifier:
     ``last_output_kind`` says which form the endpoint returned; ``degradations`` records each time the answers got
     less informative mid-run (a gateway that drops to labels only), which makes an assessment inconclusive. Batches larger than ``max_batch`` are split into
     several requests; when the endpoint answers 413 (body or batch too large), ``max_batch`` is halved and the
-    batch resent in smaller pieces. Every input sent is counted in ``queries``.
+    batch resent in smaller pieces; a 429 with a short ``Retry-After`` is waited out (at most ``rate_limit_retries``
+    times a request, and ``max_total_wait`` seconds over the client's life), after which ``throttled`` says so and
+    the 429 is raised. Every input sent is counted in ``queries``.
 
     Errors (timeouts, connection failures, HTTP error statuses, malformed JSON, wrong shapes) raise
     :class:`~bastion.errors.RemoteModelError` naming the cause.
@@ -49,6 +51,7 @@ class HttpClassifier:
         input_field: str = "inputs",
         rate_limit_retries: int = 3,
         max_retry_wait: float = 5.0,
+        max_total_wait: float | None = None,
     ) -> None:
         problems = []
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
@@ -61,6 +64,10 @@ class HttpClassifier:
             problems.append(f"rate_limit_retries must be an int >= 0, got {rate_limit_retries!r}")
         if not isinstance(max_retry_wait, (int, float)) or not math.isfinite(max_retry_wait) or max_retry_wait < 0:
             problems.append(f"max_retry_wait must be a number of seconds >= 0, got {max_retry_wait!r}")
+        if max_total_wait is not None and (
+            not isinstance(max_total_wait, (int, float)) or not math.isfinite(max_total_wait) or max_total_wait < 0
+        ):
+            problems.append(f"max_total_wait must be None or a number of seconds >= 0, got {max_total_wait!r}")
         if not isinstance(spec, ModelSpec):
             problems.append(f"spec must be a ModelSpec, got {type(spec).__name__}")
         if problems:
@@ -75,10 +82,13 @@ class HttpClassifier:
         self.input_field = input_field
         self.rate_limit_retries = rate_limit_retries
         self.max_retry_wait = float(max_retry_wait)
+        self.max_total_wait = None if max_total_wait is None else float(max_total_wait)
+        self.waited = 0.0  # seconds spent waiting out 429s, over the client's life
         self.queries = 0
         self.requests = 0
         self.last_output_kind: OutputKind | None = None
         self.degradations: list[str] = []  # answers that got less informative mid-run (e.g. scores -> labels)
+        self.throttled: str | None = None  # set once the endpoint refused with 429 beyond the retries
         self._client = httpx.Client(headers=hdrs, timeout=self.timeout)
 
     def close(self) -> None:
@@ -113,7 +123,10 @@ class HttpClassifier:
                 return response  # an HTTP-date or garbage: do not guess, report the 429
             if not 0 <= wait <= self.max_retry_wait:
                 return response
+            if self.max_total_wait is not None and self.waited + wait > self.max_total_wait:
+                return response  # throttled for longer than the caller will wait in all: report the 429
             time.sleep(wait)
+            self.waited += wait
         return response
 
     def _query(self, x: Tensor) -> Tensor:
@@ -130,6 +143,8 @@ class HttpClassifier:
             return torch.cat([self._query(x[i : i + step]) for i in range(0, n, step)])
         if response.status_code >= 400:
             excerpt = response.text[:300].replace("\n", " ")
+            if response.status_code == 429:  # refused even after waiting: the rest of a run would only crawl
+                self.throttled = f"{self.url} kept answering HTTP 429 (rate limited)"
             raise RemoteModelError(f"{self.url} answered HTTP {response.status_code}: {excerpt}")
         try:
             payload = response.json()

@@ -180,6 +180,12 @@ class EvasionFamily:
         attack: Attack | None = None
         for eps in settings.eps:
             attack = settings.build(eps)
+            blocked = getattr(model, "throttled", None)
+            if isinstance(blocked, str):  # the endpoint stopped serving this client: measuring more would mislead
+                note = f"eps {eps:g}: not run, {blocked}"
+                errors.append(note)
+                rows.append(MetricRow(entry=entry, at={"eps": eps}, metrics={}, complete=False, note=note))
+                continue
             generator = generator_for({"eps": eps})
             batches = list(batch_slices(xc.shape[0], data.batch_size)) if xc.shape[0] else []
             progress.task(f"{entry} eps={eps:g}", max(1, len(batches)))

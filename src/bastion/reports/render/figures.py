@@ -116,7 +116,9 @@ def queries_to_success(attacks: Sequence[dict[str, Any]]) -> bytes:
     for a in attacks:
         if a.get("white_box", True):
             continue
-        show = next(b for b in a["budgets"] if b["eps"] == a["showcase_eps"])
+        show = next((b for b in a["budgets"] if b["eps"] == a["showcase_eps"]), None)
+        if show is None:  # that budget was not run
+            continue
         n = max(1, show["n_attacked"])
         qs = sorted(a["showcase_success_queries"])
         if not qs:
