@@ -155,7 +155,9 @@ def resolve_spec(
             )
         classes = num_classes
     if classes is None:
-        problems.append(f"{source} does not state its number of classes; give the data or --classes")
+        problems.append(
+            f"{source} does not state its number of classes; give the data it classifies (or class_names in a gateway config)"
+        )
     names = hints.class_names
     if class_names is not None and (names is None or len(names) != len(class_names)):
         names = class_names
@@ -194,7 +196,7 @@ def check_width(width: int, spec: ModelSpec, source: str) -> None:
     if width != spec.num_classes:
         raise ArtifactError(
             f"{source} has {width} outputs but the data has {spec.num_classes} classes; assess it on the data it "
-            "was trained for (or pass the matching --classes)"
+            "was trained for"
         )
 
 
@@ -225,6 +227,6 @@ def module_spec(
     if hints.num_classes is not None and hints.num_classes != width:
         raise ArtifactError(
             f"{source} has {width} outputs but the data has {hints.num_classes} classes; assess it on the data it "
-            "was trained for (or pass the matching --classes)"
+            "was trained for"
         )
     return resolve_spec(hints, source=source, input_shape=shape_only.input_shape, num_classes=width)
