@@ -9,5 +9,5 @@ if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && comm
     || echo "warning: could not install dataset-fashion-mnist (Fashion-MNIST features will ask for it)" >&2
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e "${1:-.}" 2>&1 \
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-compile -c constraints.txt -e "${1:-.}" 2>&1 \
   | { grep -v '^WARNING: Location' || true; }
