@@ -189,6 +189,7 @@ def _curves(series: dict[str, list[tuple[float, float]]]) -> bytes:
     ax = fig.subplots()
     for label, pts in series.items():
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+    ax.set_xticks(sorted({p[0] for pts in series.values() for p in pts}))
     ax.set_xlabel("severity")
     ax.set_ylabel("accuracy")
     ax.set_ylim(-0.02, 1.02)

@@ -54,8 +54,9 @@ def render_html(report: Report) -> str:
         "fail": "<span class='badge fail'>FAILED</span>",
         "inconclusive": "<span class='badge inconclusive'>INCONCLUSIVE</span>",
     }.get(report.gate, "<span class='badge nogate'>no gate set</span>")
+    reasons = ""
     if report.gate_reasons and report.gate != "no gate":
-        status += "<ul id='gate-reasons'>" + "".join(f"<li>{escape(r)}</li>" for r in report.gate_reasons) + "</ul>"
+        reasons = "<ul id='gate-reasons'>" + "".join(f"<li>{escape(r)}</li>" for r in report.gate_reasons) + "</ul>"
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>{escape(report.title)}</title><style>{_CSS}</style></head><body>",
@@ -65,6 +66,7 @@ def render_html(report: Report) -> str:
         f"<p>Policy gate: {status} &nbsp; Clean accuracy: <b>{report.clean_accuracy:.1%}</b> "
         f"<span class='muted'>[{report.clean_accuracy_ci[0]:.1%}, {report.clean_accuracy_ci[1]:.1%}] "
         f"{report.policy.get('confidence', 0.95):.0%} confidence interval</span></p>",
+        reasons,
         "<h2>Scorecard</h2>",
         "<p>Robust accuracy is the fraction of all assessed inputs that stay correctly classified under the attack "
         "(an input already misclassified counts as broken); success rate is the fraction of correctly classified "
