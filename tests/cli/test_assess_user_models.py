@@ -71,6 +71,10 @@ def test_user_npz_data(user_models: dict[str, Path], digits: Dataset, tmp_path: 
         (["MODEL:torchscript", "--data", "digits", "--input-shape", "1,x"], 2),
         (["MODEL:onnx", "--data", "nothing.npz"], 2),
         (["MODEL:onnx", "--data", "digits", "--bounds", "1,0"], 2),
+        (["MODEL:onnx", "--data", "digits", "--image-size", "8x8"], 2),  # a file option on a built-in dataset
+        (["MODEL:onnx", "--data", "nowhere"], 2),  # neither a built-in nor a path
+        (["MODEL:onnx", "--data", "digits", "--baseline", "none.json"], 2),  # checked before the run
+        (["MODEL:torchscript", "--data", "digits", "--arch", "x:y"], 2),  # --arch is for bare weights only
     ],
 )
 def test_bad_model_and_data_input_exit_2(

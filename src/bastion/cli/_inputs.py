@@ -68,7 +68,26 @@ def read_data(
     from bastion.data.files import DataOptions
 
     if name.lower() in DATASETS.names():
+        given = [
+            flag
+            for flag, value in (
+                ("--label-column", label_column != "label"),
+                ("--image-size", image_size is not None),
+                ("--channels", channels is not None),
+                ("--scale", scale is not None),
+                ("--bounds", bounds is not None),
+                ("--input-shape", input_shape is not None),
+            )
+            if value
+        ]
+        if given:
+            raise ConfigError(
+                f"{', '.join(given)} describe(s) a data file, but {name} is a built-in dataset with its own format; "
+                "drop the flag(s) or pass the path of your .npz, CSV or image folder"
+            )
         return load_dataset(name, **({"path": data_path} if data_path is not None else {}))
+    if data_path is not None:
+        raise ConfigError(f"--data-path locates the files of a built-in dataset; {name!r} is not one")
     size = parse_ints(image_size, "--image-size", sep="x")
     if size is not None and len(size) != 2:
         raise ConfigError(f"--image-size must be HEIGHTxWIDTH, e.g. 28x28; got {image_size!r}")

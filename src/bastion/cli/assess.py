@@ -171,6 +171,8 @@ def assess(
         raise ConfigError("give either a MODEL file or --url (an endpoint), not both and not neither")
     if model is not None and not model.is_file():
         raise ConfigError(f"model file {model} does not exist")
+    if baseline is not None and not baseline.is_file():  # before the run, not after minutes of attacks
+        raise ConfigError(f"baseline {baseline} does not exist; pass the results.json of an earlier assess run")
     data_name = data
     if data_name is None and model is not None:
         data_name = card_dataset(model)

@@ -11,6 +11,7 @@ import numpy as np
 from torch import Tensor
 
 from bastion._registry import Registry
+from bastion.errors import UnknownNameError
 from bastion.types import ModelSpec
 
 
@@ -97,4 +98,9 @@ def load_dataset(name: str, **kwargs: Any) -> Dataset:
 
     if isinstance(name, (str, Path)) and (Path(name).exists() or "/" in str(name) or "." in str(name)):
         return load_data_path(name, kwargs.get("options"))
+    if isinstance(name, str) and name.lower() not in DATASETS.names():
+        raise UnknownNameError(
+            f"unknown dataset {name!r}: no built-in of that name ({', '.join(sorted(DATASETS.names()))}) and no file "
+            "or folder there; give an .npz or CSV file or a folder of class/*.png images by its path"
+        )
     return DATASETS.get(name)(**kwargs)

@@ -57,7 +57,14 @@ def load_data_path(path: str | Path, options: DataOptions | None = None) -> Data
     p = Path(path)
     opts = options or DataOptions()
     if p.is_dir():
+        if opts.label_column != "label" or opts.input_shape is not None:
+            raise ConfigError(
+                f"{p} is an image folder: its labels are the sub-folder names and its shape comes from --image-size "
+                "and --channels; drop --label-column / --input-shape"
+            )
         return load_image_folder(p, opts)
+    if opts.image_size is not None or opts.channels is not None:
+        raise ConfigError(f"--image-size and --channels describe an image folder; {p.name} is a file")
     if not p.is_file():
         raise ConfigError(
             f"no dataset {str(path)!r}: give a built-in name (digits, fashion-mnist, breast-cancer), an .npz or CSV "
@@ -66,6 +73,8 @@ def load_data_path(path: str | Path, options: DataOptions | None = None) -> Data
     with open(p, "rb") as f:
         head = f.read(4)
     if head == b"PK\x03\x04" or p.suffix.lower() == ".npz":
+        if opts.label_column != "label":
+            raise ConfigError(f"--label-column names a CSV column; {p.name} is an .npz file (arrays x and y)")
         return load_npz(p, opts)
     return load_csv(p, opts)
 
