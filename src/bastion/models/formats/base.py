@@ -140,12 +140,16 @@ def resolve_spec(
                 )
         elif any(d is None for d in input_shape):
             problems.append(
-                f"{source} has symbolic input dimensions {_fmt(input_shape)}; give the data or --input-shape"
+                f"{source} has symbolic input dimensions {_fmt(input_shape)}; give the data or --input-shape "
+                "(input_shape in a gateway model entry)"
             )
         else:
             shape = tuple(int(d) for d in input_shape if d is not None)
     if shape is None:
-        problems.append(f"{source} does not state its input shape; give the data or --input-shape (e.g. 1,28,28)")
+        problems.append(
+            f"{source} does not state its input shape; give the data, or --input-shape 1,28,28 on the command line "
+            "(input_shape: [1, 28, 28] in a gateway model entry)"
+        )
     classes = hints.num_classes
     if num_classes is not None:
         if classes is not None and classes != num_classes:
