@@ -22,6 +22,7 @@ from bastion.cli.demo import demo
 from bastion.cli.incidents import incidents_app
 from bastion.cli.keys import keys_app
 from bastion.cli.serve import serve
+from bastion.cli.threat import threat_app
 from bastion.cli.train import train
 from bastion.errors import BastionError
 
@@ -39,6 +40,7 @@ app.command()(serve)
 app.add_typer(keys_app, name="keys")
 app.add_typer(incidents_app, name="incidents")
 app.add_typer(audit_app, name="audit")
+app.add_typer(threat_app, name="threat")
 
 
 def _print_version(value: bool) -> None:

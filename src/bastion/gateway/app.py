@@ -282,6 +282,7 @@ def create_app(gateway: Gateway) -> FastAPI:
         def run(_: Principal) -> dict[str, Any]:
             if not gateway.keys.revoke(key_id):
                 raise GatewayError("no_such_key", f"no active key {key_id!r}")
+            gateway.forget_key(key_id)  # its threat state and monitor history go with it
             return {"key_id": key_id, "revoked": True}
 
         result: dict[str, Any] = await admin(request, "revoke_key", run)

@@ -32,6 +32,7 @@ class Scope(StrEnum):
     PREDICT_LABELS = "predict:labels"
     PREDICT_SCORES = "predict:scores"
     ADMIN = "admin"
+    ASSESSMENT = "assessment"  # a red-team key: its alerts are recorded but change no one's threat level
 
 
 def parse_scopes(values: list[str] | tuple[str, ...]) -> tuple[str, ...]:
@@ -70,9 +71,15 @@ class Principal:
     key_id: str
     name: str
     scopes: tuple[str, ...]
+    created_at: float = 0.0
 
     def allows(self, scope: Scope) -> bool:
         return Scope.ADMIN.value in self.scopes or scope.value in self.scopes
+
+    @property
+    def assessment(self) -> bool:
+        """A red-team key (only by its own scope: admin does not imply it)."""
+        return Scope.ASSESSMENT.value in self.scopes
 
 
 class AuthError(GatewayError):
@@ -117,7 +124,7 @@ class KeyManager:
             raise AuthError("invalid_key", "invalid API key")
         if not record.active:
             raise AuthError("revoked_key", "this API key has been revoked")
-        return Principal(record.key_id, record.name, record.scopes)
+        return Principal(record.key_id, record.name, record.scopes, record.created_at)
 
     @staticmethod
     def require(principal: Principal, scope: Scope) -> None:

@@ -45,11 +45,20 @@ class LimitsConfig(_Strict):
     max_batch: int = Field(256, ge=1)
 
 
+class AssessmentRateConfig(_Strict):
+    """Limits for assessment (red-team) keys: a robustness assessment sends many queries on purpose."""
+
+    requests_per_second: int = Field(200, ge=1)
+    inputs_per_minute: int = Field(600_000, ge=1)
+    inputs_per_day: int = Field(20_000_000, ge=1)
+
+
 class RateConfig(_Strict):
     requests_per_second: int = Field(20, ge=1)
     inputs_per_minute: int = Field(6_000, ge=1)
     inputs_per_day: int = Field(200_000, ge=1)
     storage: str = "memory://"
+    assessment: AssessmentRateConfig = AssessmentRateConfig()
 
 
 class LevelPolicy(_Strict):

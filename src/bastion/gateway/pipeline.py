@@ -111,6 +111,8 @@ class Gateway:
         self.keys = KeyManager(store, secret)
         r = config.rate
         self.limiter = RateLimiter(r.requests_per_second, r.inputs_per_minute, r.inputs_per_day, r.storage)
+        a = r.assessment
+        self.assessment_limiter = RateLimiter(a.requests_per_second, a.inputs_per_minute, a.inputs_per_day, r.storage)
         t = config.threat
         self.threat = ThreatTracker(
             ThreatSettings(
@@ -164,10 +166,13 @@ class Gateway:
     def close(self) -> None:
         self.store.close()
 
-    def level_for(self, key_id: str) -> ThreatLevel:
-        """The level a key is served at: its own, or the service's when that is higher (many keys attacking at once,
-        e.g. one attacker behind several keys, degrade everyone's answers, not only the flagged keys')."""
-        return max(self.threat.level(key_id), self.threat.service_level)
+    def level_for(self, principal: Principal) -> ThreatLevel:
+        """The level a key is served at: its own. The service level alerts people and tightens what keys created
+        since it rose get (new clients during an attack), but never degrades established keys (issue 9: a few
+        attacking keys must not degrade every paying client). Assessment keys are always served at normal."""
+        if principal.assessment:
+            return ThreatLevel.NORMAL
+        return self.threat.serving_level(principal.key_id, principal.created_at)
 
     def _policy(self, level: ThreatLevel) -> LevelPolicy:
         lv = self.config.levels
@@ -235,14 +240,15 @@ class Gateway:
         trace.key_id = principal.key_id
         if not (principal.allows(Scope.PREDICT_LABELS) or principal.allows(Scope.PREDICT_SCORES)):
             raise GatewayError("forbidden", "this key lacks a predict scope (predict:labels or predict:scores)")
-        level = self.level_for(principal.key_id)
+        level = self.level_for(principal)
         policy = self._policy(level)
         if policy.quarantine:
             raise GatewayError(
                 "quarantined",
                 f"this key is quarantined (threat level {level.label}); an administrator can review and reset it",
             )
-        decision = self.limiter.charge_request(principal.key_id, policy.rate_factor)
+        limiter = self.assessment_limiter if principal.assessment else self.limiter
+        decision = limiter.charge_request(principal.key_id, policy.rate_factor)
         if not decision.allowed:
             raise GatewayError("rate_limited", decision.message, headers={"Retry-After": str(decision.retry_after)})
         model = self.models.get(req.model)
@@ -253,7 +259,7 @@ class Gateway:
         x = to_batch(data, model.spec, limits.max_batch, raw=req.body)
         trace.n_inputs = int(x.shape[0])
         trace.input_hash = input_hash(x)
-        decision = self.limiter.charge_inputs(principal.key_id, trace.n_inputs, policy.rate_factor)
+        decision = limiter.charge_inputs(principal.key_id, trace.n_inputs, policy.rate_factor)
         if not decision.allowed:
             headers = {} if decision.too_large else {"Retry-After": str(decision.retry_after)}
             raise GatewayError(
@@ -262,8 +268,9 @@ class Gateway:
         out = model.predict(x)
         labels = out.probs.argmax(1)
         now = self.clock()
-        trace.alerts = self._observe(QueryEvent(principal.key_id, req.model, now, x.flatten(1), out.probs, labels))
-        level = self.level_for(principal.key_id)
+        event = QueryEvent(principal.key_id, req.model, now, x.flatten(1), out.probs, labels)
+        trace.alerts = self._observe(event, assessment=principal.assessment)
+        level = self.level_for(principal)
         chain = self._chains[level] if principal.allows(Scope.PREDICT_SCORES) else self._labels_only
         released = chain(out.probs)
         reply = self._reply(trace.request_id, req.model, labels, released, chain, level)
@@ -296,21 +303,38 @@ class Gateway:
             ]
         return PredictReply(request_id, model, labels.tolist(), rel.name.lower(), level.label, scores, top_k)
 
-    def _observe(self, event: QueryEvent) -> list[Alert]:
+    def _observe(self, event: QueryEvent, *, assessment: bool = False) -> list[Alert]:
+        """Feed the monitors; alerts open incidents and move threat levels — except an assessment key's, which are
+        recorded (marked as such) but move no level, its own or the service's."""
         with self._monitor_lock:
             alerts: list[Alert] = []
             for m in self.monitors.get(event.model, []):
                 alerts.extend(m.observe(event))
-            transitions = self.threat.observe(alerts, event.time)
+            transitions = [] if assessment else self.threat.observe(alerts, event.time)
         for a in alerts:
+            if assessment:
+                a.evidence["assessment_key"] = True
             self.metrics.alerts.labels(a.kind).inc()
             incident = self.incidents.record_alert(a)
             a.evidence.setdefault("incident_id", incident.incident_id)
         self._apply(transitions)
         return alerts
 
+    def forget_key(self, key_id: str) -> None:
+        """A revoked key: drop its threat state and monitor history, and recompute the service level without it."""
+        with self._monitor_lock:
+            for monitors in self.monitors.values():
+                for m in monitors:
+                    m.forget(key_id)
+            transitions = self.threat.forget(key_id, self.clock())
+        self._apply(transitions)
+
     def _apply(self, transitions: list[LevelTransition]) -> None:
         for tr in transitions:
+            if tr.key_id is not None and tr.new is ThreatLevel.NORMAL:  # decayed or reset: the monitors re-arm
+                for monitors in self.monitors.values():
+                    for m in monitors:
+                        m.forget(tr.key_id)
             self.store.add_level_change(
                 LevelChange(tr.time, tr.key_id, tr.old.label, tr.new.label, tr.reason, tr.actor)
             )

@@ -75,6 +75,11 @@ class Monitor(Protocol):
 
     def observe(self, event: QueryEvent) -> list[Alert]: ...
 
+    def forget(self, key_id: str) -> None:
+        """Drop everything kept about ``key_id``: after its level decays or is reset (so the monitor re-arms and a
+        key that attacks again is caught again) and when the key is revoked."""
+        ...
+
 
 S = TypeVar("S")
 
@@ -104,6 +109,9 @@ class KeyStates(Generic[S]):
         else:
             self._states.move_to_end(key_id)
         return st
+
+    def pop(self, key_id: str) -> None:
+        self._states.pop(key_id, None)
 
     def __contains__(self, key_id: object) -> bool:
         return key_id in self._states

@@ -49,6 +49,10 @@ class ConfidenceMonitor:
     def from_probabilities(cls, probs: Tensor, **kwargs: object) -> ConfidenceMonitor:
         return cls(probs.max(1).values.detach().cpu(), **kwargs)  # type: ignore[arg-type]
 
+    def forget(self, key_id: str) -> None:
+        """Drop the key's history: the monitor re-arms for it."""
+        self._keys.pop(key_id)
+
     def observe(self, event: QueryEvent) -> list[Alert]:
         st = self._keys.get_or_create(event.key_id, lambda: _KeyWindow(deque(maxlen=self.window)))
         conf = event.probs.max(1).values.tolist()

@@ -84,6 +84,10 @@ class ExtractionMonitor:
         if len(st.dists) > self.max_history:
             del st.dists[: len(st.dists) - self.max_history]
 
+    def forget(self, key_id: str) -> None:
+        """Drop the key's history: the monitor re-arms for it."""
+        self._keys.pop(key_id)
+
     def observe(self, event: QueryEvent) -> list[Alert]:
         st = self._keys.get_or_create(event.key_id, _PradaState)
         n = int(event.inputs.shape[0])
@@ -201,6 +205,10 @@ class ProbingMonitor:
         st.head = (st.head + m) % self.history
         st.filled = min(self.history, st.filled + m)
         return closest
+
+    def forget(self, key_id: str) -> None:
+        """Drop the key's history: the monitor re-arms for it."""
+        self._keys.pop(key_id)
 
     def observe(self, event: QueryEvent) -> list[Alert]:
         x = project(event.inputs.float(), self.dim)

@@ -5,6 +5,10 @@ within a sliding window (``elevated_after`` of them: elevated; ``under_attack_af
 alerts a level drops one step per ``quiet_period_s``. The service is elevated or under attack when enough keys are
 under attack. An admin can pin a key's level (it then neither rises nor decays on its own) and reset it, which
 clears its history. Every change is returned as a ``LevelTransition`` so the caller can log it and act on it.
+
+What a key is served at (:meth:`ThreatTracker.serving_level`) is its own level. The service level alerts people and
+tightens what *new* keys get (keys created after the service left normal are served at the higher of the two), so
+a few attacking keys cannot degrade every established client. A revoked key's state is dropped (:meth:`forget`).
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ class ThreatTracker:
         self._keys: dict[str, _KeyState] = {}
         self._raised: set[str] = set()  # keys above normal: the only ones decay has to look at
         self._service = ThreatLevel.NORMAL
+        self._service_since: float | None = None  # when the service last left normal
         self._lock = threading.Lock()
 
     def _state(self, key_id: str) -> _KeyState:
@@ -111,6 +116,10 @@ class ThreatTracker:
             new = ThreatLevel.NORMAL
         if new is not self._service:
             out.append(LevelTransition(now, None, self._service, new, f"{attacked} key(s) under attack"))
+            if self._service is ThreatLevel.NORMAL:
+                self._service_since = now
+            elif new is ThreatLevel.NORMAL:
+                self._service_since = None
             self._service = new
 
     def observe(self, alerts: list[Alert], now: float) -> list[LevelTransition]:
@@ -149,6 +158,28 @@ class ThreatTracker:
     @property
     def service_level(self) -> ThreatLevel:
         return self._service
+
+    def serving_level(self, key_id: str, created_at: float) -> ThreatLevel:
+        """The level a key's answers follow: its own; for a key created after the service left normal (a new or
+        unknown client while an attack is on), the higher of its own and the service's. A pinned key: its own."""
+        with self._lock:
+            st = self._keys.get(key_id)
+            own = st.level if st is not None else ThreatLevel.NORMAL
+            if st is not None and st.pinned:
+                return own
+            since = self._service_since
+            if since is not None and created_at >= since:
+                return max(own, self._service)
+            return own
+
+    def forget(self, key_id: str, now: float) -> list[LevelTransition]:
+        """Drop a key's state (it was revoked); the service level is recomputed without it."""
+        with self._lock:
+            out: list[LevelTransition] = []
+            if self._keys.pop(key_id, None) is not None:
+                self._raised.discard(key_id)
+                self._service_update(now, out)
+            return out
 
     def pin(self, key_id: str, level: ThreatLevel, now: float, actor: str, reason: str) -> list[LevelTransition]:
         """Set a key's level by hand; it stays there until reset."""
