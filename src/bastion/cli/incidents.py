@@ -55,6 +55,7 @@ def _transition(config: Path, incident_id: int, status: str, note: str) -> None:
 
     with admin_session(config) as h:
         rec = h.incidents.transition(incident_id, status, "cli", note)
+        h.record(f"incident_{status}", str(incident_id))
     console.print(f"incident {rec.incident_id} is now {rec.status}")
 
 

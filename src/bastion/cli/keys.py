@@ -32,6 +32,7 @@ def create(
     """Create a key and print it once: only a keyed hash is stored."""
     with admin_session(config) as h:
         record, key = h.keys.create(name, scope)
+        h.record("create_key", record.key_id)
     err_console.print(f"created key [bold]{record.key_id}[/] ({', '.join(record.scopes)}) for {record.name}")
     err_console.print("[yellow]store it now: it cannot be shown again[/]")
     typer.echo(key)
@@ -55,6 +56,7 @@ def revoke(key_id: Annotated[str, typer.Argument()], config: ConfigOpt = Path("g
 
     with admin_session(config) as h:
         done = h.keys.revoke(key_id)
+        h.record("revoke_key", key_id, status=200 if done else 404)
     if not done:
         raise InputValidationError(f"no active key {key_id!r} (see `bastion keys list`)")
     console.print(f"revoked {key_id}")

@@ -40,3 +40,9 @@ class AuditLog:
                 fh.write(json.dumps(ev.to_dict(), separators=(",", ":")) + "\n")
                 n += 1
         return n
+
+    def verify(self) -> tuple[int, int, int | None]:
+        """Recompute the hash chain: (rows verified, rows from before the chain existed, first broken event id)."""
+        from bastion.gateway.store.sql import verify_rows
+
+        return verify_rows(self.store.iter_chain())

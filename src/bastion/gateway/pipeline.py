@@ -26,7 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bastion.defenses.ensemble import Ensemble
 from bastion.defenses.postprocessing import Chain, Release, create_chain
 from bastion.gateway.audit import AuditLog, input_hash
-from bastion.gateway.auth import AuthError, KeyManager, Principal, Scope, load_secret
+from bastion.gateway.auth import AuthError, KeyManager, Principal, Scope
 from bastion.gateway.config import GatewayConfig, LevelPolicy
 from bastion.gateway.errors import GatewayError
 from bastion.gateway.incidents import IncidentManager
@@ -159,8 +159,14 @@ class Gateway:
             from bastion.gateway.monitoring import build_monitors
 
             built = build_monitors(config, models)
+        from bastion.gateway.admin import checked_secret
+
         store = SqlStore(config.database, synchronous=config.audit.synchronous)
-        secret = load_secret(Path(str(config.secret_file)))
+        try:
+            secret = checked_secret(Path(str(config.secret_file)), store)
+        except BaseException:
+            store.close()
+            raise
         return cls(config, store, models, built, secret=secret)
 
     def close(self) -> None:
@@ -385,7 +391,12 @@ class Gateway:
             if scope is not None:
                 self.keys.require(principal, scope)
             trace.key_id = principal.key_id
-            return fn(principal)
+            result = fn(principal)
+            if scope is Scope.ADMIN and isinstance(result, dict):  # the audit event names what the action changed
+                target = result.get("key_id", result.get("incident_id"))
+                if target is not None:
+                    trace.output = {"target": str(target)}
+            return result
 
         return self._audited(trace, action, client, run)
 

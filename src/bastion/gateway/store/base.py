@@ -135,6 +135,9 @@ class AuditStore(Protocol):
 
     def iter_events(self, after_id: int = 0, batch: int = 1000) -> Iterator[AuditEvent]: ...
     def count_events(self) -> int: ...
+    def iter_chain(self, batch: int = 1000) -> Iterator[tuple[int, dict[str, Any], str | None]]:
+        """Every row in order as (event_id, stored column values, chain link), to verify the hash chain."""
+        ...
 
 
 class IncidentStore(Protocol):

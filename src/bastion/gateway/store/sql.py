@@ -8,7 +8,9 @@ killed process).
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -50,6 +52,7 @@ AUDIT = sa.Table(
     sa.Column("output", sa.Text, nullable=False),
     sa.Column("alerts", sa.Text, nullable=False),
     sa.Column("client", sa.String(100), nullable=True),
+    sa.Column("chain", sa.String(64), nullable=True),  # sha256(previous chain + this row): tamper evidence
 )
 
 INCIDENTS = sa.Table(
@@ -98,7 +101,19 @@ _AUDIT_COLUMNS = (
     "alerts",
     "client",
 )
-_APPEND = f"INSERT INTO audit_events ({', '.join(_AUDIT_COLUMNS)}) VALUES ({', '.join('?' * len(_AUDIT_COLUMNS))})"
+_APPEND = f"INSERT INTO audit_events ({', '.join(_AUDIT_COLUMNS)}, chain) VALUES ({', '.join('?' * (len(_AUDIT_COLUMNS) + 1))})"
+_LAST_CHAIN = "SELECT chain FROM audit_events ORDER BY event_id DESC LIMIT 1"
+GENESIS = "0" * 64
+
+
+def chain_link(previous: str | None, row: dict[str, Any]) -> str:
+    """The chain value of an audit row: sha256 over the previous row's chain and this row's columns.
+
+    Editing a row breaks its own link; deleting one breaks the next row's; both are found by :func:`verify_rows`.
+    """
+    h = hashlib.sha256((previous or GENESIS).encode())
+    h.update(json.dumps([row[c] for c in _AUDIT_COLUMNS], separators=(",", ":"), default=str).encode())
+    return h.hexdigest()
 
 
 def _audit_row(event: AuditEvent) -> dict[str, Any]:
@@ -143,8 +158,11 @@ class SqlStore:
                 cur.close()
 
         self._write_lock = threading.Lock()  # SQLite has one writer; queue here instead of spinning on busy
+        if self._sqlite and self.url.startswith("sqlite:///"):
+            _create_private(Path(self.url.removeprefix("sqlite:///")))
         try:
             _META.create_all(self.engine)
+            self._migrate()
         except sa.exc.OperationalError as exc:
             raise ConfigError(f"cannot open the gateway database {self.url!r}: {exc.orig}") from None
         # The two statements every request runs (find the key, append the audit event) go straight to the sqlite3
@@ -211,14 +229,49 @@ class SqlStore:
         return bool(self._write(stmt).rowcount)
 
     # audit
+    def _migrate(self) -> None:
+        """Add columns that newer versions expect to a database an older version created."""
+        columns = {c["name"] for c in sa.inspect(self.engine).get_columns("audit_events")}
+        if "chain" not in columns:
+            with self.engine.begin() as conn:
+                conn.execute(sa.text("ALTER TABLE audit_events ADD COLUMN chain VARCHAR(64)"))
+
     def append(self, event: AuditEvent) -> int:
+        """Append an event, chained to the last one in the same transaction (other processes may write too)."""
         row = _audit_row(event)
-        if self._fast is not None:  # autocommit: the INSERT is committed when execute returns
+        values = tuple(row[c] for c in _AUDIT_COLUMNS)
+        if self._fast is not None:
             with self._write_lock:
-                cur = self._fast.execute(_APPEND, tuple(row[c] for c in _AUDIT_COLUMNS))
+                self._fast.execute("BEGIN IMMEDIATE")  # takes the write lock before reading the last link
+                try:
+                    last = self._fast.execute(_LAST_CHAIN).fetchone()
+                    cur = self._fast.execute(_APPEND, (*values, chain_link(last[0] if last else None, row)))
+                    self._fast.execute("COMMIT")
+                except BaseException:
+                    self._fast.execute("ROLLBACK")
+                    raise
             return int(cur.lastrowid or 0)
-        result = self._write(AUDIT.insert().values(**row))
-        return int(result.inserted_primary_key[0])
+        with self._write_lock, self.engine.begin() as conn:
+            last = conn.execute(sa.select(AUDIT.c.chain).order_by(AUDIT.c.event_id.desc()).limit(1)).first()
+            row["chain"] = chain_link(last[0] if last else None, row)
+            result = conn.execute(AUDIT.insert().values(**row))
+            key = result.inserted_primary_key
+        return int(key[0]) if key else 0
+
+    def iter_chain(self, batch: int = 1000) -> Iterator[tuple[int, dict[str, Any], str | None]]:
+        """Every audit row in order as (event_id, column values as stored, chain), for verification."""
+        last = 0
+        while True:
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    AUDIT.select().where(AUDIT.c.event_id > last).order_by(AUDIT.c.event_id).limit(batch)
+                ).all()
+            if not rows:
+                return
+            for r in rows:
+                m = r._mapping
+                yield int(m["event_id"]), {c: m[c] for c in _AUDIT_COLUMNS}, m["chain"]
+            last = rows[-1].event_id
 
     def iter_events(self, after_id: int = 0, batch: int = 1000) -> Iterator[AuditEvent]:
         last = after_id
@@ -334,3 +387,28 @@ class SqlStore:
                 LevelChange(time=r.time, key_id=r.key_id, old=r.old, new=r.new, reason=r.reason, actor=r.actor)
                 for r in conn.execute(stmt)
             ]
+
+
+def _create_private(path: Path) -> None:
+    """Create the SQLite file readable by its owner only; SQLite gives its -wal and -shm files the same mode."""
+    if path.exists() or str(path) == ":memory:":
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+def verify_rows(rows: Iterator[tuple[int, dict[str, Any], str | None]]) -> tuple[int, int, int | None]:
+    """Walk the chain: (rows checked, rows older than the chain, event id of the first broken link or None)."""
+    previous: str | None = None
+    checked = unchained = 0
+    for event_id, row, chain in rows:
+        if chain is None:
+            if previous is not None:
+                return checked, unchained, event_id  # a row without a link after the chain began: inserted later
+            unchained += 1
+            continue
+        if chain != chain_link(previous, row):
+            return checked, unchained, event_id
+        previous = chain
+        checked += 1
+    return checked, unchained, None
