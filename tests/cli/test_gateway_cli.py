@@ -53,3 +53,17 @@ def test_keys_incidents_and_audit_from_the_command_line(digits_model_file: Path,
     assert exported.returncode == 0 and out.exists()
     missing = _bastion("serve", "-c", str(tmp_path / "none.yaml"), cwd=tmp_path)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_serve_on_a_busy_port_is_one_line_and_exit_2(digits_model_file: Path, tmp_path: Path) -> None:
+    import socket
+
+    config = tmp_path / "gw.yaml"
+    config.write_text(yaml.safe_dump({"models": {"digits": {"paths": [str(digits_model_file)]}}, "database": "gw.db"}))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        p = _bastion("serve", "-c", str(config), "--port", str(port), cwd=tmp_path)
+    assert p.returncode == 2 and "cannot listen on 127.0.0.1" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "gw.db").exists()  # refused before anything was opened

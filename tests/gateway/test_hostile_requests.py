@@ -105,3 +105,26 @@ def test_scopes_and_unknown_routes(env: Env) -> None:
     bad = c.post("/v1/admin/keys", json={"name": "x", "scopes": ["root"]}, headers=env.h(env.admin))
     assert bad.status_code == 422 and "unknown scope" in bad.json()["error"]["message"]
     assert c.post("/v1/admin/keys", json={"name": "x"}, headers=env.h(env.admin)).status_code == 422
+
+
+def test_bodies_that_used_to_hurt_are_refused_cleanly(env: Env) -> None:
+    """Issue 9's findings: deep nesting, compressed bodies, numbers as strings, /metrics for any key."""
+    c, h = env.client, env.h(env.scores)
+    js = {"content-type": "application/json", **h}
+    deep = b'{"inputs": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    r = c.post(PREDICT, content=deep, headers=js)
+    assert r.status_code == 400 and r.json()["error"]["code"] in ("too_deep", "malformed_json")
+    ragged_deep = '{"inputs": [' + "[" * 900 + "0" + "]" * 900 + "]}"
+    r = c.post(PREDICT, content=ragged_deep.encode(), headers=js)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "too_deep"
+    import gzip
+    import json as _json
+
+    packed = gzip.compress(_json.dumps({"inputs": GOOD}).encode())
+    r = c.post(PREDICT, content=packed, headers={**js, "content-encoding": "gzip"})
+    assert r.status_code == 415 and r.json()["error"]["code"] == "unsupported_encoding"
+    as_strings = _json.dumps({"inputs": GOOD}).replace("0.5", '"0.5"')
+    r = c.post(PREDICT, content=as_strings.encode(), headers=js)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "bad_value" and '"0' in r.json()["error"]["message"]
+    assert c.get("/metrics", headers=h).status_code == 403
+    assert c.get("/metrics", headers=env.h(env.admin)).status_code == 200

@@ -41,7 +41,7 @@ def test_an_ensemble_answers_with_mean_probabilities_and_records_disagreement(
     assert models == [
         {"name": "digits", "input_shape": [1, 8, 8], "num_classes": 10, "bounds": [0.0, 1.0], "members": 2}
     ]
-    metrics = env.client.get("/metrics", headers=env.h(env.labels)).text
+    metrics = env.client.get("/metrics", headers=env.h(env.admin)).text
     assert (
         'bastion_inputs_total{model="digits"} 40.0' in metrics and "bastion_ensemble_disagreement_count 40.0" in metrics
     )
@@ -85,6 +85,6 @@ def test_web_layer_refusals_are_audited(env: Env) -> None:
 def test_request_metrics_are_labelled_by_route_not_by_id(env: Env, digits: Dataset) -> None:
     env.client.post("/v1/models/digits/predict", json={"inputs": digits.x_test[:1].tolist()}, headers=env.h(env.scores))
     env.client.delete("/v1/admin/keys/feedfacefeed", headers=env.h(env.admin))  # 404: no such key
-    text = env.client.get("/metrics", headers=env.h(env.scores)).text
+    text = env.client.get("/metrics", headers=env.h(env.admin)).text
     assert 'bastion_requests_total{endpoint="/v1/models/{name}/predict",status="200"} 1.0' in text
     assert 'endpoint="/v1/admin/keys/{key_id}",status="404"' in text and "feedfacefeed" not in text

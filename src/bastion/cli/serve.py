@@ -23,6 +23,7 @@ def serve(
     from bastion.gateway import Gateway, create_app, load_config
 
     cfg = load_config(config)
+    _check_port(host, port)  # before loading models: a busy port is one line, not a traceback after startup
     gateway = Gateway.from_config(cfg)
     if not gateway.keys.list():
         console.print("[yellow]no API keys yet:[/] create one with `bastion keys create NAME --scope admin -c CONFIG`")
@@ -34,3 +35,23 @@ def serve(
         uvicorn.run(create_app(gateway), host=host, port=port, log_level="warning", access_log=False)
     finally:
         gateway.close()
+
+
+def _check_port(host: str, port: int) -> None:
+    import socket
+
+    from bastion.errors import ConfigError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise ConfigError(f"cannot listen on {host!r}: {e.strerror}; give an address such as 127.0.0.1") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(address)
+        except OSError as e:
+            raise ConfigError(
+                f"cannot listen on {host}:{port}: {e.strerror}; stop what uses it or choose another --port"
+            ) from None

@@ -179,8 +179,8 @@ def create_app(gateway: Gateway) -> FastAPI:
 
     @app.get("/metrics", tags=["service"], response_class=Response, responses=_ERRORS)
     async def prometheus(request: Request) -> Response:
-        """Prometheus metrics (any valid key)."""
-        await any_key(request, "metrics", lambda p: None)
+        """Prometheus metrics (admin keys only: they describe every client's traffic)."""
+        await admin(request, "metrics", lambda p: None)
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     @app.get("/v1/models", tags=["predict"], responses=_ERRORS)
@@ -233,6 +233,9 @@ def create_app(gateway: Gateway) -> FastAPI:
     )
     async def predict(name: ModelName, request: Request) -> Response:
         """Predict a batch. What comes back (labels, top-k or scores) depends on the key's scope and threat level."""
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):  # never decompress: a small gzip body can expand without bound
+            return await _refused(request, "unsupported_encoding", f"send the body uncompressed, not {encoding}")
         body = await _read_limited(request, gateway.config.limits.max_body_bytes)
         req = PredictRequest(_token(request), name, body, request.headers.get("content-type"), _client(request))
         if len(body) <= INLINE_BODY_BYTES:

@@ -14,6 +14,8 @@ STATUS: dict[str, int] = {
     # the request itself
     "malformed_json": 400,
     "unsupported_media_type": 415,
+    "unsupported_encoding": 415,
+    "too_deep": 400,
     "body_too_large": 413,
     "batch_too_large": 413,
     "bad_request": 422,

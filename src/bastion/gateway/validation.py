@@ -1,7 +1,8 @@
 """Turn a request body into a validated input batch, or refuse it with a 4xx that says exactly what was wrong.
 
 Checked in order of cost: content type, body size, JSON syntax (NaN and Infinity literals are refused), the
-``{"inputs": [...]}`` schema, batch size, element types (numbers only: no strings, booleans or nulls), a rectangular
+``{"inputs": [...]}`` schema, nesting depth, batch size, element types (numbers only: no strings — not even "0.5" —,
+booleans or nulls), a rectangular
 shape equal to ``(N, *input_shape)``, finiteness and the model's value bounds. Nothing is clipped: an out-of-range
 value is an error, because silently repairing inputs would hide both client bugs and attacks.
 """
@@ -21,6 +22,7 @@ from bastion.gateway.errors import GatewayError
 from bastion.types import ModelSpec
 
 BOUNDS_TOLERANCE = 1e-6
+TOO_DEEP = "the body's JSON is nested too deeply; an input nests only as deep as the model's input shape"
 
 
 def _refuse_constant(name: str) -> Any:
@@ -45,6 +47,8 @@ def parse_body(body: bytes, content_type: str | None, max_body_bytes: int) -> di
             data = json.loads(body, parse_constant=_refuse_constant)
         except GatewayError:
             raise
+        except RecursionError:
+            raise GatewayError("too_deep", TOO_DEEP) from None
         except (UnicodeDecodeError, ValueError) as exc:
             raise GatewayError("malformed_json", f"the body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
@@ -71,6 +75,21 @@ def _find_non_number(value: Any, path: str) -> str | None:
 
 def to_batch(data: dict[str, Any], spec: ModelSpec, max_batch: int, *, raw: bytes = b"") -> Tensor:
     """The ``inputs`` field as a float32 tensor of shape (N, *input_shape) within the model's bounds."""
+    try:
+        return _to_batch(data, spec, max_batch, raw)
+    except RecursionError:  # a ragged batch nested hundreds deep: refuse it rather than fail with a 500
+        raise GatewayError("too_deep", TOO_DEEP) from None
+
+
+def _depth(value: Any) -> int:
+    """How deep the first element nests (iteratively: a hostile body cannot exhaust the stack here)."""
+    d = 0
+    while isinstance(value, list) and value:
+        value, d = value[0], d + 1
+    return d
+
+
+def _to_batch(data: dict[str, Any], spec: ModelSpec, max_batch: int, raw: bytes) -> Tensor:
     if "inputs" not in data:
         raise GatewayError("bad_schema", 'the body needs an "inputs" field: a list of inputs (nested lists)')
     inputs = data["inputs"]
@@ -81,7 +100,10 @@ def to_batch(data: dict[str, Any], spec: ModelSpec, max_batch: int, *, raw: byte
         raise GatewayError(
             "batch_too_large", f"a request may hold at most {max_batch} inputs, got {len(inputs)}; split it"
         )
-    if raw and (b"true" in raw or b"false" in raw or b"null" in raw):  # exact walk only when they may be there
+    if _depth(inputs) > len(spec.input_shape) + 1:
+        raise GatewayError("too_deep", TOO_DEEP)
+    # exact walk only when non-numbers may be there: literals, or strings beyond the two quotes of "inputs"
+    if raw and (b"true" in raw or b"false" in raw or b"null" in raw or raw.count(b'"') > 2):
         found = _find_non_number(inputs, "inputs")
         if found:
             raise GatewayError("bad_value", f"inputs must hold numbers only: {found}")
