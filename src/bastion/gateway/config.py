@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bastion._validate import pydantic_problems
 from bastion.defenses.postprocessing import create_chain
@@ -95,33 +95,37 @@ class ThreatConfig(_Strict):
     service_under_attack_keys: int = Field(3, ge=1, description="keys under attack that put the service under attack")
 
 
-class ConfidenceConfig(_Strict):
-    enabled: bool = True
-    window: int = Field(200, ge=20)
-    min_queries: int = Field(100, ge=20)
-    p_value: float = Field(1e-6, gt=0, lt=1)
+class MonitorsConfig(BaseModel):
+    """``baseline`` (what clean inputs look like) and one entry per registered monitor (``bastion.monitors.MONITORS``),
+    each validated by that monitor's own settings model; a name no monitor is registered under is an error."""
 
+    model_config = ConfigDict(extra="allow", frozen=True)
+    baseline: str | None = Field(None, description="dataset (name or file) to calibrate the monitors on")
 
-class ExtractionConfig(_Strict):
-    enabled: bool = True
-    min_queries: int = Field(100, ge=20)
-    threshold: float = Field(0.85, gt=0, lt=1)
-    max_history: int = Field(5_000, ge=100)
+    @model_validator(mode="before")
+    @classmethod
+    def _from_registry(cls, data: Any) -> Any:
+        from bastion.monitors import MONITORS
 
+        if not isinstance(data, dict):
+            return data
+        unknown = sorted(set(data) - {"baseline"} - set(MONITORS.names()))
+        if unknown:
+            raise ValueError(f"unknown monitor(s) {unknown}; registered: {', '.join(MONITORS.names())}")
+        out: dict[str, Any] = {"baseline": data.get("baseline")}
+        for name in MONITORS.names():
+            given = data.get(name, {})
+            if isinstance(given, BaseModel):
+                given = given.model_dump()
+            try:
+                out[name] = MONITORS.get(name).settings.model_validate(given or {})
+            except ValidationError as e:
+                raise ValueError(f"{name}: " + "; ".join(pydantic_problems(e))) from None
+        return out
 
-class ProbingConfig(_Strict):
-    enabled: bool = True
-    k: int = Field(5, ge=1)
-    history: int = Field(1_000, ge=10)
-    percentile: float = Field(0.1, gt=0, lt=50)
-    hits: int = Field(10, ge=1, description="near-duplicate queries within the history that raise an alert")
-
-
-class MonitorsConfig(_Strict):
-    baseline: str | None = Field(None, description="dataset (its test split) to calibrate the monitors on")
-    confidence: ConfidenceConfig = ConfidenceConfig()
-    extraction: ExtractionConfig = ExtractionConfig()
-    probing: ProbingConfig = ProbingConfig()
+    def settings(self, name: str) -> Any:
+        """The validated settings of monitor ``name``."""
+        return getattr(self, name)
 
 
 class AuditConfig(_Strict):

@@ -29,32 +29,14 @@ class Playbook:
     steps: tuple[str, ...]
 
 
-PLAYBOOKS: dict[str, Playbook] = {
-    "probing": Playbook(
-        "Adversarial probing (query-based evasion attack)",
-        (
-            "The key's threat level was raised; its responses follow the level's output policy (e.g. labels only).",
-            "Review the key's recent queries in the audit log (bastion audit export) for near-duplicate inputs.",
-            "If the traffic is not a known test, revoke the key (bastion keys revoke KEY_ID) and contact its owner.",
-            "Re-assess the model against the attack seen (bastion assess --policy blackbox) before lowering the level.",
-        ),
-    ),
-    "extraction": Playbook(
-        "Model extraction (query distribution not natural)",
-        (
-            "The key's threat level was raised; rate and output are restricted by the level's policy.",
-            "Check the key's daily volume and the spread of its queries in the audit log.",
-            "Revoke the key if the use is not covered by its terms; consider label-only output for its scope.",
-        ),
-    ),
-    "confidence": Playbook(
-        "Unusual prediction confidence (inputs off the model's data)",
-        (
-            "Compare the key's inputs with the training data: drift, a new client, or crafted inputs.",
-            "If crafted, treat as probing; if drift, schedule re-training and re-assessment.",
-        ),
-    ),
-}
+def registered_playbooks() -> dict[str, Playbook]:
+    """One playbook per registered monitor, as the monitor's registry entry states it."""
+    from bastion.monitors import MONITORS
+
+    kinds = [MONITORS.get(n) for n in MONITORS.names()]
+    return {k.name: Playbook(k.playbook_title, k.playbook_steps) for k in kinds}
+
+
 DEFAULT_PLAYBOOK = Playbook("Security alert", ("Review the evidence and the key's traffic in the audit log.",))
 
 
@@ -63,7 +45,7 @@ class IncidentManager:
 
     def __init__(self, store: IncidentStore, playbooks: dict[str, Playbook] | None = None) -> None:
         self.store = store
-        self.playbooks = dict(PLAYBOOKS if playbooks is None else playbooks)
+        self.playbooks = dict(registered_playbooks() if playbooks is None else playbooks)
         self._lock = threading.Lock()
 
     def _current(self, kind: str, key_id: str | None) -> IncidentRecord | None:

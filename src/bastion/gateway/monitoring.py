@@ -9,9 +9,8 @@ from bastion.defenses.ensemble import Ensemble
 from bastion.errors import ConfigError
 from bastion.gateway.config import GatewayConfig
 from bastion.models.zoo import read_card
+from bastion.monitors import MONITORS
 from bastion.monitors.base import Monitor
-from bastion.monitors.confidence import ConfidenceMonitor
-from bastion.monitors.query_patterns import ExtractionMonitor, ProbingMonitor
 
 CALIBRATION_INPUTS = 2_000
 
@@ -38,43 +37,16 @@ def _clean_inputs(config: GatewayConfig, name: str, model: Ensemble) -> torch.Te
 
 
 def build_monitors(config: GatewayConfig, models: dict[str, Ensemble]) -> dict[str, list[Monitor]]:
-    """Per served model: its confidence, extraction and probing monitors, as enabled in ``config.monitors``."""
+    """Per served model: every registered monitor that ``config.monitors`` enables, calibrated on clean inputs."""
     mc = config.monitors
+    enabled = [name for name in MONITORS.names() if mc.settings(name).enabled]
     out: dict[str, list[Monitor]] = {}
     for name, model in models.items():
-        monitors: list[Monitor] = []
-        if not (mc.confidence.enabled or mc.extraction.enabled or mc.probing.enabled):
-            out[name] = monitors
+        if not enabled:
+            out[name] = []
             continue
         clean = _clean_inputs(config, name, model)
-        if mc.confidence.enabled:
-            with torch.no_grad():
-                probs = model.predict(clean).probs
-            monitors.append(
-                ConfidenceMonitor.from_probabilities(
-                    probs,
-                    window=mc.confidence.window,
-                    min_queries=mc.confidence.min_queries,
-                    p_value=mc.confidence.p_value,
-                )
-            )
-        if mc.extraction.enabled:
-            monitors.append(
-                ExtractionMonitor(
-                    threshold=mc.extraction.threshold,
-                    min_queries=mc.extraction.min_queries,
-                    max_history=mc.extraction.max_history,
-                )
-            )
-        if mc.probing.enabled:
-            monitors.append(
-                ProbingMonitor.calibrate(
-                    clean,
-                    k=mc.probing.k,
-                    percentile=mc.probing.percentile,
-                    history=mc.probing.history,
-                    hits=mc.probing.hits,
-                )
-            )
-        out[name] = monitors
+        with torch.no_grad():
+            probs = model.predict(clean).probs
+        out[name] = [MONITORS.get(m).build(mc.settings(m), clean, probs) for m in enabled]
     return out

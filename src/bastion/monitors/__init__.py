@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from bastion.monitors import confidence as _confidence  # noqa: F401  (registers the monitor)
+from bastion.monitors import query_patterns as _query_patterns  # noqa: F401
 from bastion.monitors.base import Alert, Monitor, QueryEvent, Severity
+from bastion.monitors.registry import MONITORS, MonitorKind, MonitorSettings
 
-__all__ = ["Alert", "Monitor", "QueryEvent", "Severity"]
+__all__ = ["MONITORS", "Alert", "Monitor", "MonitorKind", "MonitorSettings", "QueryEvent", "Severity"]

@@ -6,11 +6,13 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import torch
+from pydantic import Field
 from scipy.stats import ks_2samp
 from torch import Tensor
 
 from bastion.errors import InputValidationError
 from bastion.monitors.base import Alert, KeyStates, QueryEvent, Severity
+from bastion.monitors.registry import MONITORS, MonitorKind, MonitorSettings
 
 
 @dataclass
@@ -89,3 +91,26 @@ class ConfidenceMonitor:
                 evidence={"ks": float(result.statistic), "p_value": p, "window": len(recent), "queries": st.queries},
             )
         ]
+
+
+class ConfidenceSettings(MonitorSettings):
+    window: int = Field(200, ge=20)
+    min_queries: int = Field(100, ge=20)
+    p_value: float = Field(1e-6, gt=0, lt=1)
+
+
+MONITORS.add(
+    "confidence",
+    MonitorKind(
+        "confidence",
+        ConfidenceSettings,
+        lambda st, clean, probs: ConfidenceMonitor.from_probabilities(
+            probs, window=st.window, min_queries=st.min_queries, p_value=st.p_value
+        ),
+        "Unusual prediction confidence (inputs off the model's data)",
+        (
+            "Compare the key's inputs with the training data: drift, a new client, or crafted inputs.",
+            "If crafted, treat as probing; if drift, schedule re-training and re-assessment.",
+        ),
+    ),
+)

@@ -7,12 +7,14 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import torch
+from pydantic import Field
 from scipy.stats import shapiro
 from torch import Tensor
 
 from bastion.errors import InputValidationError
 from bastion.monitors._distance import pairwise, project
 from bastion.monitors.base import Alert, KeyStates, QueryEvent, Severity
+from bastion.monitors.registry import MONITORS, MonitorKind, MonitorSettings
 
 
 @dataclass
@@ -254,3 +256,51 @@ class ProbingMonitor:
                 evidence={"near_duplicates": len(st.hits), "threshold": self.threshold, "queries": st.queries},
             )
         ]
+
+
+class ExtractionSettings(MonitorSettings):
+    min_queries: int = Field(100, ge=20)
+    threshold: float = Field(0.85, gt=0, lt=1)
+    max_history: int = Field(5_000, ge=100)
+
+
+class ProbingSettings(MonitorSettings):
+    k: int = Field(5, ge=1)
+    history: int = Field(1_000, ge=10)
+    percentile: float = Field(0.1, gt=0, lt=50)
+    hits: int = Field(10, ge=1, description="near-duplicate queries within the history that raise an alert")
+
+
+MONITORS.add(
+    "extraction",
+    MonitorKind(
+        "extraction",
+        ExtractionSettings,
+        lambda st, clean, probs: ExtractionMonitor(
+            threshold=st.threshold, min_queries=st.min_queries, max_history=st.max_history
+        ),
+        "Model extraction (query distribution not natural)",
+        (
+            "The key's threat level was raised; rate and output are restricted by the level's policy.",
+            "Check the key's daily volume and the spread of its queries in the audit log.",
+            "Revoke the key if the use is not covered by its terms; consider label-only output for its scope.",
+        ),
+    ),
+)
+MONITORS.add(
+    "probing",
+    MonitorKind(
+        "probing",
+        ProbingSettings,
+        lambda st, clean, probs: ProbingMonitor.calibrate(
+            clean, k=st.k, percentile=st.percentile, history=st.history, hits=st.hits
+        ),
+        "Adversarial probing (query-based evasion attack)",
+        (
+            "The key's threat level was raised; its responses follow the level's output policy (e.g. labels only).",
+            "Review the key's recent queries in the audit log (bastion audit export) for near-duplicate inputs.",
+            "If the traffic is not a known test, revoke the key (bastion keys revoke KEY_ID) and contact its owner.",
+            "Re-assess the model against the attack seen (bastion assess --policy blackbox) before lowering the level.",
+        ),
+    ),
+)
