@@ -109,3 +109,20 @@ def test_database_files_are_private_and_a_lost_secret_is_not_replaced(
         Gateway.from_config(load_config(cfg), monitors=False)
     assert not secret.exists()  # nothing silently made up
     assert run_cli("keys", "list", "-c", str(cfg)).returncode == 2
+
+
+def test_passwords_in_database_urls_never_reach_a_message() -> None:
+    from bastion.gateway.store.sql import SqlStore, masked_url
+
+    assert masked_url("postgresql://user:s3cr3t@db:5432/x") == "postgresql://user:***@db:5432/x"
+    with pytest.raises(ConfigError) as info:
+        SqlStore("postgresql://user:s3cr3t@127.0.0.1:1/db")
+    assert "s3cr3t" not in str(info.value) and "***" in str(info.value)
+
+
+def test_key_names_are_shown_literally(digits_model_file: Path, tmp_path: Path) -> None:
+    cfg = _config(tmp_path, digits_model_file)
+    made = run_cli("keys", "create", "[bold]evil[/] [/oops", "--scope", "predict:labels", "-c", str(cfg))
+    assert made.returncode == 0 and "[bold]evil[/] [/oops" in made.stderr
+    listed = run_cli("keys", "list", "-c", str(cfg))
+    assert listed.returncode == 0 and "[bold]evil[/]" in listed.stdout

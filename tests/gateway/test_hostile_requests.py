@@ -128,3 +128,23 @@ def test_bodies_that_used_to_hurt_are_refused_cleanly(env: Env) -> None:
     assert r.status_code == 422 and r.json()["error"]["code"] == "bad_value" and '"0' in r.json()["error"]["message"]
     assert c.get("/metrics", headers=h).status_code == 403
     assert c.get("/metrics", headers=env.h(env.admin)).status_code == 200
+
+
+def test_a_bad_key_is_refused_before_its_body_is_read(env: Env) -> None:
+    """A huge declared body with a bad key gets its 401 at once: the server never waits for, reads or hashes it."""
+    import socket
+    import time
+
+    from bastion.gateway.server import serve_in_background
+
+    with serve_in_background(env.gateway) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            head = (
+                f"POST {PREDICT} HTTP/1.1\r\nHost: {host}\r\ncontent-type: application/json\r\n"
+                f"Authorization: Bearer bk_000000000000_{'A' * 43}\r\ncontent-length: 8000000\r\n\r\n"
+            )
+            t0 = time.perf_counter()
+            s.sendall(head.encode())  # and no body at all
+            answer = s.recv(4096).decode(errors="replace")
+            assert answer.startswith("HTTP/1.1 401") and time.perf_counter() - t0 < 5

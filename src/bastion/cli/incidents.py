@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from bastion.cli._console import console
@@ -39,13 +40,13 @@ def list_incidents(
         table.add_row(
             str(r.incident_id),
             r.status,
-            r.kind,
-            r.key_id or "-",
+            escape(r.kind),
+            escape(r.key_id or "-"),
             r.severity,
             str(r.alert_count),
             r.atlas,
             _when(r.opened_at),
-            r.summary,
+            escape(r.summary),
         )
     console.print(table)
 

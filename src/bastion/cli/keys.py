@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from bastion.cli._console import console, err_console
@@ -33,7 +34,9 @@ def create(
     with admin_session(config) as h:
         record, key = h.keys.create(name, scope)
         h.record("create_key", record.key_id)
-    err_console.print(f"created key [bold]{record.key_id}[/] ({', '.join(record.scopes)}) for {record.name}")
+    err_console.print(
+        f"created key [bold]{record.key_id}[/] ({', '.join(record.scopes)}) for {escape(record.name)}", highlight=False
+    )
     err_console.print("[yellow]store it now: it cannot be shown again[/]")
     typer.echo(key)
 
@@ -45,7 +48,7 @@ def list_keys(config: ConfigOpt = Path("gateway.yaml")) -> None:
         records = h.keys.list()
     table = Table("key id", "name", "scopes", "state")
     for r in records:
-        table.add_row(r.key_id, r.name, ", ".join(r.scopes), "active" if r.active else "revoked")
+        table.add_row(r.key_id, escape(r.name), ", ".join(r.scopes), "active" if r.active else "revoked")
     console.print(table)
 
 
@@ -59,4 +62,4 @@ def revoke(key_id: Annotated[str, typer.Argument()], config: ConfigOpt = Path("g
         h.record("revoke_key", key_id, status=200 if done else 404)
     if not done:
         raise InputValidationError(f"no active key {key_id!r} (see `bastion keys list`)")
-    console.print(f"revoked {key_id}")
+    console.print(f"revoked {escape(key_id)}")

@@ -19,8 +19,10 @@ def serve(
 ) -> None:
     """Serve the configured models behind authentication, limits, validation, monitors and an audit log."""
     import uvicorn
+    from rich.markup import escape
 
     from bastion.gateway import Gateway, create_app, load_config
+    from bastion.gateway.store.sql import masked_url
 
     cfg = load_config(config)
     _check_port(host, port)  # before loading models: a busy port is one line, not a traceback after startup
@@ -29,7 +31,7 @@ def serve(
         console.print("[yellow]no API keys yet:[/] create one with `bastion keys create NAME --scope admin -c CONFIG`")
     console.print(
         f"[green]serving[/] {', '.join(gateway.models)} on http://{host}:{port} "
-        f"(audit log {cfg.database}; Ctrl-C stops)"
+        f"(audit log {escape(masked_url(cfg.database))}; Ctrl-C stops)"
     )
     try:
         uvicorn.run(create_app(gateway), host=host, port=port, log_level="warning", access_log=False)

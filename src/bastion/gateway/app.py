@@ -236,8 +236,15 @@ def create_app(gateway: Gateway) -> FastAPI:
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
         if encoding not in ("", "identity"):  # never decompress: a small gzip body can expand without bound
             return await _refused(request, "unsupported_encoding", f"send the body uncompressed, not {encoding}")
+        token = _token(request)
+        try:  # the key first, from the headers: a bad key never gets its body read, let alone parsed
+            principal = gateway.keys.authenticate(token)
+        except GatewayError:
+            refused = PredictRequest(token, name, b"", request.headers.get("content-type"), _client(request))
+            reply = await run_in_threadpool(gateway.predict, refused)  # raises the audited 401/403
+            return Response(orjson.dumps(reply.to_dict()), media_type="application/json")  # pragma: no cover
         body = await _read_limited(request, gateway.config.limits.max_body_bytes)
-        req = PredictRequest(_token(request), name, body, request.headers.get("content-type"), _client(request))
+        req = PredictRequest(token, name, body, request.headers.get("content-type"), _client(request), principal)
         if len(body) <= INLINE_BODY_BYTES:
             reply = gateway.predict(req)
         else:

@@ -49,6 +49,7 @@ class PredictRequest:
     body: bytes
     content_type: str | None
     client: str | None = None
+    principal: Principal | None = None  # already authenticated from the headers (the body was read after)
 
 
 @dataclass(frozen=True)
@@ -242,7 +243,7 @@ class Gateway:
 
     def _predict(self, req: PredictRequest, trace: _Trace) -> PredictReply:
         trace.body = req.body
-        principal = self.keys.authenticate(req.token)
+        principal = req.principal if req.principal is not None else self.keys.authenticate(req.token)
         trace.key_id = principal.key_id
         if not (principal.allows(Scope.PREDICT_LABELS) or principal.allows(Scope.PREDICT_SCORES)):
             raise GatewayError("forbidden", "this key lacks a predict scope (predict:labels or predict:scores)")

@@ -124,6 +124,14 @@ def _audit_row(event: AuditEvent) -> dict[str, Any]:
     return row
 
 
+def masked_url(url: str) -> str:
+    """A database URL fit for messages and logs: any password replaced by ***."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return url.split("@")[-1] if "@" in url else url
+
+
 def database_url(target: str | Path) -> str:
     """A SQLAlchemy URL from either a URL or a path to an SQLite file."""
     text = str(target)
@@ -145,7 +153,7 @@ class SqlStore:
         try:
             self.engine: Engine = sa.create_engine(self.url, future=True)
         except (sa.exc.ArgumentError, ImportError) as exc:
-            raise ConfigError(f"cannot open the gateway database {self.url!r}: {exc}") from None
+            raise ConfigError(f"cannot open the gateway database {masked_url(self.url)!r}: {exc}") from None
         if self._sqlite:
             mode = synchronous.upper()
 
@@ -164,7 +172,8 @@ class SqlStore:
             _META.create_all(self.engine)
             self._migrate()
         except sa.exc.OperationalError as exc:
-            raise ConfigError(f"cannot open the gateway database {self.url!r}: {exc.orig}") from None
+            orig = str(exc.orig).replace(self.url, masked_url(self.url))
+            raise ConfigError(f"cannot open the gateway database {masked_url(self.url)!r}: {orig}") from None
         # The two statements every request runs (find the key, append the audit event) go straight to the sqlite3
         # driver on one shared connection: SQLAlchemy's statement construction cost ~0.15 ms each, measured.
         self._fast: sqlite3.Connection | None = None
