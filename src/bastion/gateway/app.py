@@ -239,7 +239,7 @@ def create_app(gateway: Gateway) -> FastAPI:
         token = _token(request)
         try:  # the key first, from the headers: a bad key never gets its body read, let alone parsed
             principal = gateway.keys.authenticate(token)
-        except GatewayError:
+        except Exception:  # a refused key, or a failing store: the pipeline answers and audits it (401/403/503)
             refused = PredictRequest(token, name, b"", request.headers.get("content-type"), _client(request))
             reply = await run_in_threadpool(gateway.predict, refused)  # raises the audited 401/403
             return Response(orjson.dumps(reply.to_dict()), media_type="application/json")  # pragma: no cover
