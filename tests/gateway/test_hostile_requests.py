@@ -148,3 +148,13 @@ def test_a_bad_key_is_refused_before_its_body_is_read(env: Env) -> None:
             s.sendall(head.encode())  # and no body at all
             answer = s.recv(4096).decode(errors="replace")
             assert answer.startswith("HTTP/1.1 401") and time.perf_counter() - t0 < 5
+
+
+def test_failed_authentications_are_limited_per_address(make_env: Callable[..., Env]) -> None:
+    env = make_env(limits={"auth_failures_per_minute": 5})
+    bad = {"Authorization": f"Bearer bk_000000000000_{'A' * 43}"}
+    codes = [env.client.post(PREDICT, json={"inputs": GOOD}, headers=bad).status_code for _ in range(7)]
+    assert codes[:5] == [401] * 5 and codes[5:] == [429, 429]
+    r = env.client.post(PREDICT, json={"inputs": GOOD}, headers=env.h(env.scores))
+    assert r.status_code == 429 and "failed authentications" in r.json()["error"]["message"]  # the address waits
+    assert int(r.headers["Retry-After"]) >= 1

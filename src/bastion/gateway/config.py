@@ -43,6 +43,7 @@ class ModelEntry(_Strict):
 class LimitsConfig(_Strict):
     max_body_bytes: int = Field(8_388_608, ge=256)
     max_batch: int = Field(256, ge=1)
+    auth_failures_per_minute: int = Field(30, ge=1, description="failed authentications an address may make")
 
 
 class AssessmentRateConfig(_Strict):

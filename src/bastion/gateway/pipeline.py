@@ -31,7 +31,7 @@ from bastion.gateway.config import GatewayConfig, LevelPolicy
 from bastion.gateway.errors import GatewayError
 from bastion.gateway.incidents import IncidentManager
 from bastion.gateway.metrics import GatewayMetrics
-from bastion.gateway.ratelimit import RateLimiter
+from bastion.gateway.ratelimit import AuthFailureLimiter, RateLimiter
 from bastion.gateway.store.base import AuditEvent, LevelChange, Store
 from bastion.gateway.validation import parse_body, to_batch
 from bastion.monitors.base import Alert, Monitor, QueryEvent
@@ -114,6 +114,7 @@ class Gateway:
         self.limiter = RateLimiter(r.requests_per_second, r.inputs_per_minute, r.inputs_per_day, r.storage)
         a = r.assessment
         self.assessment_limiter = RateLimiter(a.requests_per_second, a.inputs_per_minute, a.inputs_per_day, r.storage)
+        self.auth_failures = AuthFailureLimiter(config.limits.auth_failures_per_minute, r.storage)
         t = config.threat
         self.threat = ThreatTracker(
             ThreatSettings(
@@ -194,7 +195,21 @@ class Gateway:
         t0 = time.perf_counter()
         status, outcome = 200, decision
         try:
+            wait = self.auth_failures.blocked(client)
+            if wait:
+                raise GatewayError(
+                    "rate_limited",
+                    f"too many failed authentications from this address; retry after {wait} s",
+                    headers={"Retry-After": str(wait)},
+                )
             result = fn()
+        except AuthError as exc:
+            if exc.status == 401:  # a wrong, unknown, malformed, missing or revoked key: count it against the address
+                self.auth_failures.failed(client)
+            status, outcome = exc.status, f"refused:{exc.code}"
+            self._write_audit(trace, outcome, status, t0, client)
+            exc.request_id = trace.request_id
+            raise
         except GatewayError as exc:
             status, outcome = exc.status, f"refused:{exc.code}"
             self._write_audit(trace, outcome, status, t0, client)

@@ -116,3 +116,29 @@ class RateLimiter:
 
     def remaining_today(self, key_id: str) -> int:
         return int(self._fixed.get_window_stats(self._day, key_id).remaining)
+
+
+class AuthFailureLimiter:
+    """Failed authentications per client address in a moving minute: past ``per_minute`` the address is refused
+    (429) before any key work, until the window has room again. Guesses at keys and floods of bad keys cost the
+    server a hash each; this caps them. Clients behind one address share the allowance."""
+
+    def __init__(self, per_minute: int, storage_url: str = "memory://") -> None:
+        if per_minute < 1:
+            raise ConfigError(f"auth_failures_per_minute must be >= 1, got {per_minute}")
+        self.item = RateLimitItemPerMinute(per_minute)
+        try:
+            self._limiter = MovingWindowRateLimiter(storage.storage_from_string(storage_url))
+        except Exception as e:  # limits raises several types for a bad or unreachable storage URL
+            raise ConfigError(f"rate-limit storage {storage_url!r} is not usable: {e}") from None
+
+    def blocked(self, client: str | None) -> int:
+        """Seconds to wait if ``client`` has used up its failures (0: go ahead)."""
+        if client is None or self._limiter.test(self.item, "auth", client):
+            return 0
+        reset = self._limiter.get_window_stats(self.item, "auth", client).reset_time
+        return max(1, math.ceil(reset - time.time()))
+
+    def failed(self, client: str | None) -> None:
+        if client is not None:
+            self._limiter.hit(self.item, "auth", client)
