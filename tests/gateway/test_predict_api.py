@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -88,3 +89,14 @@ def test_request_metrics_are_labelled_by_route_not_by_id(env: Env, digits: Datas
     text = env.client.get("/metrics", headers=env.h(env.admin)).text
     assert 'bastion_requests_total{endpoint="/v1/models/{name}/predict",status="200"} 1.0' in text
     assert 'endpoint="/v1/admin/keys/{key_id}",status="404"' in text and "feedfacefeed" not in text
+
+
+def test_the_openapi_schema_defines_its_error_body_and_bearer_security(env: Env) -> None:
+    spec = env.client.get("/openapi.json", headers=env.h(env.labels)).json()
+    schemas = spec["components"]["schemas"]
+    assert {"Error", "ErrorDetail"} <= set(schemas)
+    assert schemas["Error"]["properties"]["error"]["$ref"] == "#/components/schemas/ErrorDetail"
+    refs = json.dumps(spec).count('"#/components/schemas/Error"')
+    assert refs > 0  # every refusal points at a schema that now exists
+    assert spec["components"]["securitySchemes"]["bearerKey"]["scheme"] == "bearer"
+    assert spec["security"] == [{"bearerKey": []}] and spec["paths"]["/healthz"]["get"]["security"] == []

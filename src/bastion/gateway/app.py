@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
@@ -121,6 +122,29 @@ def create_app(gateway: Gateway) -> FastAPI:
         redoc_url=None,
     )
     app.state.gateway = gateway
+
+    def openapi_schema() -> dict[str, Any]:
+        """FastAPI's schema plus what it cannot infer: the Error body every refusal uses, and bearer-key security on
+        every operation but the health check."""
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        components = schema.setdefault("components", {})
+        error = Error.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.setdefault("schemas", {}).update(error.pop("$defs", {}))
+        components["schemas"]["Error"] = error
+        components["securitySchemes"] = {
+            "bearerKey": {"type": "http", "scheme": "bearer", "description": "an API key: bk_<id>_<secret>"}
+        }
+        schema["security"] = [{"bearerKey": []}]
+        for path, ops in schema.get("paths", {}).items():
+            if path == "/healthz":
+                for op in ops.values():
+                    op["security"] = []
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi_schema  # type: ignore[method-assign]
     metrics = gateway.metrics
 
     @app.exception_handler(GatewayError)
