@@ -158,3 +158,32 @@ def test_failed_authentications_are_limited_per_address(make_env: Callable[..., 
     r = env.client.post(PREDICT, json={"inputs": GOOD}, headers=env.h(env.scores))
     assert r.status_code == 429 and "failed authentications" in r.json()["error"]["message"]  # the address waits
     assert int(r.headers["Retry-After"]) >= 1
+
+
+def test_a_client_that_leaves_mid_body_is_audited_without_a_traceback(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+    import socket
+    import time
+
+    from bastion.gateway.server import serve_in_background
+
+    with caplog.at_level(logging.ERROR), serve_in_background(env.gateway) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(
+                (
+                    f"POST {PREDICT} HTTP/1.1\r\nHost: {host}\r\ncontent-type: application/json\r\n"
+                    f"Authorization: Bearer {env.scores}\r\ncontent-length: 5000\r\n\r\n" + '{"inputs": [[[['
+                ).encode()
+            )
+            time.sleep(0.3)
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            decisions = [e.decision for e in env.gateway.store.iter_events()]
+            if "refused:client_disconnected" in decisions:
+                break
+            time.sleep(0.1)
+    assert "refused:client_disconnected" in decisions
+    assert "Traceback" not in caplog.text and "unexpected error" not in caplog.text

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from bastion._version import __version__
 from bastion.gateway.auth import Principal
@@ -178,6 +179,11 @@ def create_app(gateway: Gateway) -> FastAPI:
         except GatewayError as exc:  # the audit log is down
             return JSONResponse(exc.to_dict(), status_code=exc.status)
         return JSONResponse({"error": {"code": code, "message": message, "request_id": rid}}, status_code=status)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _disconnected(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        """A client that leaves mid-body is the client's doing: an audited refusal, no traceback in the log."""
+        return await _refused(request, "client_disconnected", "the client closed the connection before the whole body")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

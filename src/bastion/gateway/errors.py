@@ -16,6 +16,7 @@ STATUS: dict[str, int] = {
     "unsupported_media_type": 415,
     "unsupported_encoding": 415,
     "too_deep": 400,
+    "client_disconnected": 400,  # the client went away mid-body: audited, never answered
     "body_too_large": 413,
     "batch_too_large": 413,
     "bad_request": 422,
