@@ -187,3 +187,27 @@ def test_a_client_that_leaves_mid_body_is_audited_without_a_traceback(
             time.sleep(0.1)
     assert "refused:client_disconnected" in decisions
     assert "Traceback" not in caplog.text and "unexpected error" not in caplog.text
+
+
+def test_admin_writes_are_checked_before_their_body_is_parsed(env: Env) -> None:
+    c = env.client
+    url = "/v1/admin/keys"
+    big = b'{"name": "' + b"x" * 200_000 + b'", "scopes": ["predict:labels"]}'
+    js = {"content-type": "application/json"}
+    r = c.post(url, content=big, headers={**js, **env.h(env.scores)})  # not an admin key: refused unparsed
+    assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+    r = c.post(url, content=big, headers={**js, **env.h(None)})
+    assert r.status_code == 401
+    r = c.post(url, content=big, headers={**js, **env.h(env.admin)})  # admin, but far beyond any admin body
+    assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
+
+    def chunks():  # no Content-Length: the size cannot be checked before reading, so it is refused
+        yield b'{"name": "x", "scopes": ["predict:labels"]}'
+
+    r = c.post(url, content=chunks(), headers={**js, **env.h(env.admin)})
+    assert r.status_code == 411 and r.json()["error"]["code"] == "length_required"
+    decisions = [e.decision for e in env.gateway.store.iter_events()]
+    for code in ("forbidden", "missing_key", "body_too_large", "length_required"):
+        assert f"refused:{code}" in decisions  # every refusal audited
+    ok = c.post(url, json={"name": "fine", "scopes": ["predict:labels"]}, headers=env.h(env.admin))
+    assert ok.status_code == 201

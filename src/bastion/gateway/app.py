@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from bastion._version import __version__
-from bastion.gateway.auth import Principal
+from bastion.gateway.auth import Principal, Scope
 from bastion.gateway.errors import STATUS, GatewayError
 from bastion.gateway.pipeline import Gateway, PredictRequest
 from bastion.monitors.threat import ThreatLevel
@@ -112,6 +112,59 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+ADMIN_BODY_BYTES = 65_536  # an admin body is a key name or a level change: a few hundred bytes
+
+
+class AdminGuard:
+    """Pure ASGI middleware for ``/v1/admin/*`` writes: the admin key is checked from the headers and the declared
+    body size capped *before* anything reads or parses the body (FastAPI parses body models before the route runs).
+    Every refusal is audited like any other."""
+
+    def __init__(self, app: Any, gateway: Gateway, limit: int = ADMIN_BODY_BYTES) -> None:
+        self.app, self.gateway, self.limit = app, gateway, limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] not in ("POST", "PUT", "PATCH")
+            or not scope["path"].startswith("/v1/admin/")
+        ):
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        auth = headers.get("authorization", "")
+        token = auth[7:].strip() if auth[:7].lower() == "bearer " else None
+        client = scope["client"][0] if scope.get("client") else None
+        declared = headers.get("content-length")
+        refusal: GatewayError | None = None
+        try:
+            principal = self.gateway.keys.authenticate(token)
+            self.gateway.keys.require(principal, Scope.ADMIN)
+        except GatewayError as exc:
+            refusal = exc
+        if refusal is None and (declared is None or not declared.isdigit()):
+            refusal = GatewayError("length_required", "send admin requests with a Content-Length header")
+        elif refusal is None and int(declared or 0) > self.limit:
+            refusal = GatewayError("body_too_large", f"admin request bodies are at most {self.limit} bytes")
+        if refusal is None:
+            await self.app(scope, receive, send)
+            return
+        try:
+            rid = await run_in_threadpool(self.gateway.record_refusal, token, refusal.status, refusal.code, client)
+            refusal.request_id = rid
+        except GatewayError as exc:  # the audit log is down
+            refusal = exc
+        body = orjson.dumps(refusal.to_dict())
+        await send(
+            {
+                "type": "http.response.start",
+                "status": refusal.status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
 def create_app(gateway: Gateway) -> FastAPI:
     """The FastAPI app serving ``gateway``."""
     app = FastAPI(
@@ -123,6 +176,7 @@ def create_app(gateway: Gateway) -> FastAPI:
         redoc_url=None,
     )
     app.state.gateway = gateway
+    app.add_middleware(AdminGuard, gateway=gateway)
 
     def openapi_schema() -> dict[str, Any]:
         """FastAPI's schema plus what it cannot infer: the Error body every refusal uses, and bearer-key security on

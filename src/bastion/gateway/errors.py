@@ -18,6 +18,7 @@ STATUS: dict[str, int] = {
     "too_deep": 400,
     "client_disconnected": 400,  # the client went away mid-body: audited, never answered
     "body_too_large": 413,
+    "length_required": 411,
     "batch_too_large": 413,
     "bad_request": 422,
     "bad_schema": 422,
