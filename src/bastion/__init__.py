@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib as _importlib
 import typing as _typing
 
+from bastion import errors as _errors  # cheap: no third-party imports
 from bastion._version import __version__
 
 _WHERE = {
@@ -54,21 +55,7 @@ _WHERE = {
     "ModelSpec": "bastion.types",
     "Norm": "bastion.types",
     "ThreatModel": "bastion.types",
-    **{
-        n: "bastion.errors"
-        for n in (
-            "ArtifactError",
-            "BastionError",
-            "ConfigError",
-            "DatasetNotFoundError",
-            "InputValidationError",
-            "IntegrityError",
-            "PolicyError",
-            "RemoteModelError",
-            "UnknownNameError",
-            "UserError",
-        )
-    },
+    **{n: "bastion.errors" for n in _errors.__all__},
 }
 
 __all__ = [

@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
+from tests.conftest import Quantize
 from tests.model_server import serve_model
-from torch import nn
 
 from bastion.assess import parse_policy, run_assessment
 from bastion.assess.metrics import wilson_interval
@@ -17,17 +16,6 @@ from bastion.data import Dataset
 from bastion.errors import PolicyError
 from bastion.models import TorchClassifier
 from bastion.models.zoo import TrainedModel
-
-
-class Quantize(nn.Module):
-    """Rounds inputs to 4 levels: the gradient through it is zero almost everywhere (gradient masking)."""
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner(torch.round(x * 3) / 3)
 
 
 def _policy(**kw: object) -> dict[str, object]:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import torch
-from torch import nn
+from tests.conftest import Quantize
 
 from bastion import TorchClassifier, build_report, parse_policy, run_assessment, write_report
 from bastion.attacks.sanity import (
@@ -18,17 +18,6 @@ from bastion.attacks.sanity import (
 )
 from bastion.data import Dataset
 from bastion.models.zoo import TrainedModel
-
-
-class Quantize(nn.Module):
-    """A 'defence' that rounds inputs to 4 levels: the gradient through it is zero almost everywhere."""
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner(torch.round(x * 3) / 3)
 
 
 class Noisy:

@@ -57,13 +57,18 @@ class AdminHandle:
         )
 
 
-def open_admin(config: GatewayConfig) -> AdminHandle:
+def open_store(config: GatewayConfig) -> tuple[SqlStore, bytes]:
+    """The gateway's database and its key-hashing secret (checked), for the server and the admin commands alike."""
     store = SqlStore(config.database, synchronous=config.audit.synchronous)
     try:
-        secret = checked_secret(Path(str(config.secret_file)), store)
+        return store, checked_secret(Path(str(config.secret_file)), store)
     except BaseException:
         store.close()
         raise
+
+
+def open_admin(config: GatewayConfig) -> AdminHandle:
+    store, secret = open_store(config)
     return AdminHandle(store, KeyManager(store, secret), IncidentManager(store), AuditLog(store))
 
 

@@ -17,7 +17,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
@@ -139,7 +138,6 @@ class Gateway:
     @classmethod
     def from_config(cls, config: GatewayConfig, *, monitors: bool = True) -> Gateway:
         """Open the store, the server secret and every served model named in ``config``, with calibrated monitors."""
-        from bastion.gateway.store.sql import SqlStore
         from bastion.models.formats import SpecHints, load_classifier
 
         torch.set_num_threads(config.threads)
@@ -161,14 +159,9 @@ class Gateway:
             from bastion.gateway.monitoring import build_monitors
 
             built = build_monitors(config, models)
-        from bastion.gateway.admin import checked_secret
+        from bastion.gateway.admin import open_store
 
-        store = SqlStore(config.database, synchronous=config.audit.synchronous)
-        try:
-            secret = checked_secret(Path(str(config.secret_file)), store)
-        except BaseException:
-            store.close()
-            raise
+        store, secret = open_store(config)
         return cls(config, store, models, built, secret=secret)
 
     def close(self) -> None:

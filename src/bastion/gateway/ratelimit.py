@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerMinute, RateLimitItemPerSecond, storage
@@ -131,14 +132,23 @@ class AuthFailureLimiter:
             self._limiter = MovingWindowRateLimiter(storage.storage_from_string(storage_url))
         except Exception as e:  # limits raises several types for a bad or unreachable storage URL
             raise ConfigError(f"rate-limit storage {storage_url!r} is not usable: {e}") from None
+        # addresses that failed recently: the only ones worth a window lookup, so a valid request pays one dict probe
+        self._failed: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
 
     def blocked(self, client: str | None) -> int:
         """Seconds to wait if ``client`` has used up its failures (0: go ahead)."""
-        if client is None or self._limiter.test(self.item, "auth", client):
+        if client is None or client not in self._failed or self._limiter.test(self.item, "auth", client):
             return 0
         reset = self._limiter.get_window_stats(self.item, "auth", client).reset_time
         return max(1, math.ceil(reset - time.time()))
 
     def failed(self, client: str | None) -> None:
-        if client is not None:
-            self._limiter.hit(self.item, "auth", client)
+        if client is None:
+            return
+        with self._lock:
+            self._failed[client] = None
+            self._failed.move_to_end(client)
+            while len(self._failed) > 100_000:  # bounded: the oldest failing addresses are looked up no more
+                self._failed.popitem(last=False)
+        self._limiter.hit(self.item, "auth", client)

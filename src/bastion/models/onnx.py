@@ -30,10 +30,14 @@ def _session(model: str | Path | bytes, threads: int | None) -> Any:
         raise ArtifactError(f"onnxruntime cannot load the ONNX model: {str(e).splitlines()[0]}") from None
 
 
-def onnx_io_shapes(model: str | Path | bytes) -> tuple[tuple[int | None, ...], tuple[int | None, ...]]:
-    """The graph's first input and first output shapes; symbolic dimensions (such as a batch axis) are ``None``."""
-    sess = _session(model, threads=1)
-    return _shape(sess.get_inputs()[0].shape), _shape(sess.get_outputs()[0].shape)
+def open_session(model: str | Path | bytes, threads: int | None = None) -> Any:
+    """An onnxruntime session on the CPU (``threads`` defaults to torch's thread count)."""
+    return _session(model, threads if threads is not None else torch.get_num_threads())
+
+
+def onnx_io_shapes(session: Any) -> tuple[tuple[int | None, ...], tuple[int | None, ...]]:
+    """A session's first input and first output shapes; symbolic dimensions (such as a batch axis) are ``None``."""
+    return _shape(session.get_inputs()[0].shape), _shape(session.get_outputs()[0].shape)
 
 
 def _shape(dims: list[Any]) -> tuple[int | None, ...]:
@@ -54,13 +58,19 @@ class OnnxClassifier:
     """
 
     def __init__(
-        self, model: str | Path | bytes, spec: ModelSpec, *, max_batch: int = 256, threads: int | None = None
+        self,
+        model: str | Path | bytes,
+        spec: ModelSpec,
+        *,
+        max_batch: int = 256,
+        threads: int | None = None,
+        session: Any = None,
     ) -> None:
         if not isinstance(spec, ModelSpec):
             raise ConfigError(f"spec must be a ModelSpec, got {type(spec).__name__}")
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise ConfigError(f"max_batch must be a positive int, got {max_batch!r}")
-        self._session = _session(model, threads if threads is not None else torch.get_num_threads())
+        self._session = session if session is not None else open_session(model, threads)  # reuse one if given
         first = self._session.get_inputs()[0]
         self._input = first.name
         self._output = self._session.get_outputs()[0].name

@@ -116,3 +116,31 @@ def test_unknown_and_missing_files(tmp_path: Path) -> None:
         load_classifier(junk)
     with pytest.raises(ArtifactError, match="does not exist"):
         load_classifier(tmp_path / "nothing.onnx")
+
+
+def test_an_onnx_graph_without_a_torch_conversion_runs_black_box(digits: Dataset, tmp_path: Path) -> None:
+    """ThresholdedRelu has no onnx2torch converter, but onnxruntime runs it: the model is assessed black-box and the
+    notes say why."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.random.default_rng(0).normal(size=(64, 10)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Flatten", ["x"], ["flat"]),
+            helper.make_node("MatMul", ["flat", "w"], ["z"]),
+            helper.make_node("ThresholdedRelu", ["z"], ["logits"], alpha=0.1),
+        ],
+        "linear-thresholded",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 1, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 10])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    path = tmp_path / "thresholded.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    loaded = _load(path, digits)
+    assert loaded.access == "black-box" and "could not be converted" in loaded.notes[0]
+    x = digits.x_test[:20]
+    want = np.maximum(x.flatten(1).numpy() @ w, 0) * (x.flatten(1).numpy() @ w > 0.1)
+    assert np.allclose(loaded.classifier.predict_logits(x).numpy(), want, atol=1e-5)

@@ -267,22 +267,8 @@ class SqlStore:
             key = result.inserted_primary_key
         return int(key[0]) if key else 0
 
-    def iter_chain(self, batch: int = 1000) -> Iterator[tuple[int, dict[str, Any], str | None]]:
-        """Every audit row in order as (event_id, column values as stored, chain), for verification."""
-        last = 0
-        while True:
-            with self.engine.connect() as conn:
-                rows = conn.execute(
-                    AUDIT.select().where(AUDIT.c.event_id > last).order_by(AUDIT.c.event_id).limit(batch)
-                ).all()
-            if not rows:
-                return
-            for r in rows:
-                m = r._mapping
-                yield int(m["event_id"]), {c: m[c] for c in _AUDIT_COLUMNS}, m["chain"]
-            last = rows[-1].event_id
-
-    def iter_events(self, after_id: int = 0, batch: int = 1000) -> Iterator[AuditEvent]:
+    def _audit_rows(self, after_id: int, batch: int) -> Iterator[Any]:
+        """Audit rows after ``after_id`` in event order, fetched ``batch`` at a time (one short read each)."""
         last = after_id
         while True:
             with self.engine.connect() as conn:
@@ -291,23 +277,32 @@ class SqlStore:
                 ).all()
             if not rows:
                 return
-            for r in rows:
-                yield AuditEvent(
-                    time=r.time,
-                    request_id=r.request_id,
-                    key_id=r.key_id,
-                    model=r.model,
-                    input_hash=r.input_hash,
-                    n_inputs=r.n_inputs,
-                    decision=r.decision,
-                    status=r.status,
-                    latency_ms=r.latency_ms,
-                    output=json.loads(r.output),
-                    alerts=json.loads(r.alerts),
-                    client=r.client,
-                    event_id=r.event_id,
-                )
+            yield from rows
             last = rows[-1].event_id
+
+    def iter_chain(self, batch: int = 1000) -> Iterator[tuple[int, dict[str, Any], str | None]]:
+        """Every audit row in order as (event_id, column values as stored, chain), for verification."""
+        for r in self._audit_rows(0, batch):
+            m = r._mapping
+            yield int(m["event_id"]), {c: m[c] for c in _AUDIT_COLUMNS}, m["chain"]
+
+    def iter_events(self, after_id: int = 0, batch: int = 1000) -> Iterator[AuditEvent]:
+        for r in self._audit_rows(after_id, batch):
+            yield AuditEvent(
+                time=r.time,
+                request_id=r.request_id,
+                key_id=r.key_id,
+                model=r.model,
+                input_hash=r.input_hash,
+                n_inputs=r.n_inputs,
+                decision=r.decision,
+                status=r.status,
+                latency_ms=r.latency_ms,
+                output=json.loads(r.output),
+                alerts=json.loads(r.alerts),
+                client=r.client,
+                event_id=r.event_id,
+            )
 
     def count_events(self) -> int:
         with self.engine.connect() as conn:

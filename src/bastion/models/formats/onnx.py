@@ -15,9 +15,10 @@ from typing import Any
 import torch
 
 from bastion.errors import ArtifactError
-from bastion.models.formats.base import Access, LoadContext, LoadedClassifier, resolve_spec, sample_inputs, sha256_of
-from bastion.models.onnx import OnnxClassifier, onnx_io_shapes
+from bastion.models.formats.base import Access, LoadContext, LoadedClassifier, resolve_spec, sample_inputs
+from bastion.models.onnx import OnnxClassifier, onnx_io_shapes, open_session
 from bastion.models.torch import TorchClassifier
+from bastion.models.zoo.card import sha256_file
 
 log = logging.getLogger(__name__)
 AGREEMENT_ATOL = 1e-3  # largest score difference (relative to the score range) the two paths may show
@@ -25,17 +26,18 @@ AGREEMENT_ATOL = 1e-3  # largest score difference (relative to the score range) 
 
 def load_onnx(path: Path, ctx: LoadContext) -> LoadedClassifier:
     raw = path.read_bytes()
-    in_shape, out_shape = onnx_io_shapes(raw)
+    session = open_session(raw)  # one session: read for the shapes, then used for every query
+    in_shape, out_shape = onnx_io_shapes(session)
     source = f"ONNX model {path.name}"
     classes = out_shape[-1] if len(out_shape) == 2 else None
     spec = resolve_spec(ctx.hints, source=source, input_shape=in_shape[1:] or None, num_classes=classes)
-    runtime = OnnxClassifier(raw, spec)
+    runtime = OnnxClassifier(raw, spec, session=session)
     check = sample_inputs(spec, ctx.check_inputs)
     reference = runtime.predict_logits(check)
     runtime.queries = 0
     if reference.shape[1] != spec.num_classes:
         raise ArtifactError(f"{source} has {reference.shape[1]} outputs but the data has {spec.num_classes} classes")
-    digest = sha256_of(path)
+    digest = sha256_file(path)
 
     def loaded(clf: Any, access: Access, note: str, extra: dict[str, Any] | None = None) -> LoadedClassifier:
         return LoadedClassifier(clf, "onnx", access, path, digest, path.stem, (note,), extra=extra or {})
@@ -75,7 +77,7 @@ def _convert(raw: bytes) -> tuple[Any, str]:
         return None, f"onnx2torch is not installed: {e}"
     try:
         module = convert(onnx.load_model_from_string(raw))
-    except Exception as e:  # onnx2torch raises NotImplementedError and others for unsupported operators
+    except Exception as e:  # an operator onnx2torch has no converter for (it raises several types): black-box
         return None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'unsupported graph'}"
     return module.eval(), ""
 

@@ -20,10 +20,9 @@ from bastion.models.formats.base import (
     LoadedClassifier,
     module_spec,
     require_module,
-    sha256_of,
 )
 from bastion.models.torch import TorchClassifier
-from bastion.models.zoo.card import card_path, load_model
+from bastion.models.zoo.card import card_path, load_model, sha256_file
 
 
 def load_safetensors(path: Path, ctx: LoadContext) -> LoadedClassifier:
@@ -76,7 +75,7 @@ def load_safetensors(path: Path, ctx: LoadContext) -> LoadedClassifier:
         format="safetensors",
         access="white-box",
         path=path,
-        sha256=sha256_of(path),
+        sha256=sha256_file(path),
         name=path.stem,
         notes=(f"safetensors weights in the architecture from {ctx.arch} (user code, trusted by the user)",),
         extra={"arch": ctx.arch},

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from bastion.errors import ArtifactError
-from bastion.models.formats.base import LoadContext, LoadedClassifier, resolve_spec, sha256_of
+from bastion.models.formats.base import LoadContext, LoadedClassifier, resolve_spec
 from bastion.models.sklearn import SklearnClassifier
+from bastion.models.zoo.card import sha256_file
 
 
 def load_skops(path: Path, ctx: LoadContext) -> LoadedClassifier:
@@ -51,7 +52,7 @@ def load_skops(path: Path, ctx: LoadContext) -> LoadedClassifier:
         format="skops",
         access="black-box",
         path=path,
-        sha256=sha256_of(path),
+        sha256=sha256_file(path),
         name=path.stem,
         notes=(f"scikit-learn {type(est).__name__} through skops (black-box)",),
         extra={"estimator": type(est).__name__, "trusted_types": list(untrusted)},

@@ -16,9 +16,9 @@ from bastion.models.formats.base import (
     LoadContext,
     LoadedClassifier,
     module_spec,
-    sha256_of,
 )
 from bastion.models.torch import TorchClassifier
+from bastion.models.zoo.card import sha256_file
 
 
 class _Exported(nn.Module):
@@ -52,7 +52,7 @@ def load_torch_export(path: Path, ctx: LoadContext) -> LoadedClassifier:
         format="torch-export",
         access="white-box",
         path=path,
-        sha256=sha256_of(path),
+        sha256=sha256_file(path),
         name=path.stem,
         notes=("torch.export program (white-box)",),
     )

@@ -17,9 +17,9 @@ from bastion.models.formats.base import (
     LoadContext,
     LoadedClassifier,
     module_spec,
-    sha256_of,
 )
 from bastion.models.torch import TorchClassifier
+from bastion.models.zoo.card import sha256_file
 
 
 def load_torchscript(path: Path, ctx: LoadContext) -> LoadedClassifier:
@@ -38,7 +38,7 @@ def load_torchscript(path: Path, ctx: LoadContext) -> LoadedClassifier:
         format="torchscript",
         access="white-box",
         path=path,
-        sha256=sha256_of(path),
+        sha256=sha256_file(path),
         name=path.stem,
         notes=("TorchScript (white-box)",),
     )
