@@ -84,3 +84,25 @@ def test_assess_url_with_an_assessment_key_completes_with_full_scores(
     results = json.loads((tmp_path / "r" / "results.json").read_text())
     assert results["gate"]["status"] == "pass" and all(r["complete"] for r in results["rows"])
     assert env.gateway.threat.service_level.label == "normal"
+
+
+def test_assess_url_is_inconclusive_when_the_gateway_rounds_this_clients_scores(
+    make_env: Callable[..., Env], tmp_path: Path
+) -> None:
+    """Scores rounded at "elevated" still look like scores; the gateway's threat_level field gives it away."""
+    env = make_env()
+    key_id = env.gateway.keys.authenticate(env.scores).key_id
+    env.gateway.set_level(key_id, env.gateway.threat.level(key_id).__class__.ELEVATED, "test", "drill")
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        "samples: 10\nattacks:\n  - {id: square-linf, attack: square, eps: [0.1], params: {max_queries: 50}}\n"
+        "thresholds:\n  - {probe: square-linf, eps: 0.1, metric: robust_accuracy, min: 0.0}\n"
+    )
+    with serve_in_background(env.gateway) as url:
+        code = main(
+            ["assess", "--url", f"{url}/v1/models/digits/predict", "--api-key", env.scores, "--data", "digits",
+             "--policy", str(policy), "--out", str(tmp_path / "r")]
+        )  # fmt: skip
+    assert code == 3
+    results = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert results["gate"]["status"] == "inconclusive" and "threat level elevated" in results["rows"][0]["note"]

@@ -89,6 +89,7 @@ class HttpClassifier:
         self.last_output_kind: OutputKind | None = None
         self.degradations: list[str] = []  # answers that got less informative mid-run (e.g. scores -> labels)
         self.throttled: str | None = None  # set once the endpoint refused with 429 beyond the retries
+        self._last_level: str | None = None  # the threat level a Bastion gateway last reported for this client
         self._client = httpx.Client(headers=hdrs, timeout=self.timeout)
 
     def close(self) -> None:
@@ -176,6 +177,12 @@ class HttpClassifier:
         after = self.last_output_kind
         if before is not None and after is not None and _RICHNESS[after] < _RICHNESS[before]:
             self.degradations.append(f"{self.url} answered {after} after answering {before}")
+        level = payload.get("threat_level") if isinstance(payload, dict) else None
+        if isinstance(level, str) and level != "normal" and level != self._last_level:
+            # a Bastion gateway says when it post-processes answers (rounding, noise) for this client's level:
+            # scores that look intact may not be, so the run is not a clean measurement
+            self.degradations.append(f"{self.url} answered at threat level {level}")
+        self._last_level = level if isinstance(level, str) else self._last_level
         return out
 
     def _parse_payload(self, payload: Any, n: int) -> Tensor:

@@ -212,9 +212,11 @@ class EvasionFamily:
                 progress.advance()
             if not batches:
                 progress.advance()
-            if isinstance(degradations, list) and len(degradations) > seen:
-                complete = False
-                notes.append(f"eps {eps:g}: answers degraded mid-run ({degradations[seen]})")
+            if isinstance(degradations, list) and degradations:  # degraded now or earlier (even at the clean
+                complete = False  # predictions): attacks saw post-processed answers, so the figure is not the model's
+                notes.append(
+                    f"eps {eps:g}: answers degraded ({degradations[seen if len(degradations) > seen else -1]})"
+                )
             errors += notes
             seconds = time.perf_counter() - t0
             succ = torch.cat(success) if success else torch.zeros(0, dtype=torch.bool)

@@ -165,7 +165,8 @@ def resolve_spec(
 
 
 def _fmt(shape: tuple[int | None, ...]) -> str:
-    return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
+    inner = ", ".join("?" if d is None else str(d) for d in shape)
+    return f"({inner},)" if len(shape) == 1 else f"({inner})"
 
 
 def output_width(module: nn.Module, input_shape: tuple[int, ...], device: torch.device, source: str) -> int:
