@@ -25,6 +25,7 @@ _WHERE = {
     "FGSM": "bastion.attacks",
     "HopSkipJump": "bastion.attacks",
     "PGD": "bastion.attacks",
+    "SimBA": "bastion.attacks",
     "Square": "bastion.attacks",
     "create_attack": "bastion.attacks",
     "Assessment": "bastion.assess",
@@ -92,6 +93,7 @@ __all__ = [
     "PolicyError",
     "RemoteModelError",
     "Report",
+    "SimBA",
     "SklearnClassifier",
     "SpecHints",
     "Square",
@@ -142,6 +144,7 @@ if _typing.TYPE_CHECKING:  # for type checkers and IDEs: the same names, importe
         CarliniWagnerL2,
         Cascade,
         HopSkipJump,
+        SimBA,
         Square,
         create_attack,
     )

@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any
 
 from bastion.attacks.base import ATTACKS, Attack, AttackResult, EvasionAttack
-from bastion.attacks.evasion import APGD, APGDT, FGSM, PGD, CarliniWagnerL2, HopSkipJump, Square
+from bastion.attacks.evasion import APGD, APGDT, FGSM, PGD, CarliniWagnerL2, HopSkipJump, SimBA, Square
 from bastion.attacks.suites import AutoAttack, Cascade, CascadeResult
 from bastion.errors import ConfigError
 from bastion.types import Norm, ThreatModel
@@ -25,6 +25,7 @@ __all__ = [
     "CascadeResult",
     "EvasionAttack",
     "HopSkipJump",
+    "SimBA",
     "Square",
     "create_attack",
 ]

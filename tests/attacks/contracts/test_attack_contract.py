@@ -20,6 +20,7 @@ FAST = {
     "autoattack": {"steps": 10, "n_target_classes": 2, "square_queries": 50},
     "cw": {"steps": 20, "binary_search_steps": 2},
     "hopskipjump": {"max_queries": 300, "init_evals": 20, "max_evals": 40, "init_tries": 20},
+    "simba": {"max_queries": 100},
     "square": {"max_queries": 100},
 }
 CASES = [

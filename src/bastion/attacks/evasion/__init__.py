@@ -7,6 +7,7 @@ from bastion.attacks.evasion.cw import CarliniWagnerL2
 from bastion.attacks.evasion.fgsm import FGSM
 from bastion.attacks.evasion.hopskipjump import HopSkipJump
 from bastion.attacks.evasion.pgd import PGD
+from bastion.attacks.evasion.simba import SimBA
 from bastion.attacks.evasion.square import Square
 
-__all__ = ["APGD", "APGDT", "FGSM", "PGD", "CarliniWagnerL2", "HopSkipJump", "Square"]
+__all__ = ["APGD", "APGDT", "FGSM", "PGD", "CarliniWagnerL2", "HopSkipJump", "SimBA", "Square"]
