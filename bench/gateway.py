@@ -1,6 +1,6 @@
 """Gateway benchmark (issue 4): pipeline overhead against the bare model, and detection of attacks through HTTP.
 
-    python bench/gateway.py --part overhead|detection|all
+    python bench/gateway.py --part overhead|detection|blinded|randomization|all
 
 Overhead: the Fashion-MNIST reference CNN served by the same uvicorn, once bare (a minimal FastAPI endpoint: parse
 JSON, run the model, return scores) and once through `bastion serve` with every stage on (keys, rate limits,
@@ -471,9 +471,139 @@ def randomization(args: argparse.Namespace, model_path: Path) -> None:
         print(f"| {label} | {who} | {budget} | {fooled:.3f} |", flush=True)
 
 
+class Blinded:
+    """An attacker who knows the probing monitor is there: every query gets fresh Gaussian noise, a random shift and
+    brightness/contrast jitter before it is sent (query blinding, Chen et al. 2019), optionally interleaved with
+    benign queries on the same key; it stops once the gateway has opened an incident (polled every 5 queries)."""
+
+    def __init__(
+        self, remote: Any, served: Served, sigma: float, shift: int, jitter: bool, benign: torch.Tensor | None = None
+    ) -> None:
+        self.remote, self.served, self.spec = remote, served, remote.spec
+        self.sigma, self.shift, self.jitter, self.benign = sigma, shift, jitter, benign
+        self.g = torch.Generator().manual_seed(11)
+        self.attack_queries, self.sent, self.flag_at = 0, 0, None
+
+    def _blind(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        if self.jitter:
+            x = x * (0.8 + 0.4 * torch.rand(n, 1, 1, 1, generator=self.g))
+            x = x + torch.rand(n, 1, 1, 1, generator=self.g) * 0.2 - 0.1
+        if self.shift:
+            dy, dx = (int(v) for v in torch.randint(-self.shift, self.shift + 1, (2,), generator=self.g))
+            x = torch.roll(x, (dy, dx), (2, 3))
+        return (x + self.sigma * torch.randn(x.shape, generator=self.g)).clamp(0, 1)
+
+    def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
+        from bastion.errors import RemoteModelError
+
+        if self.flag_at is not None or self.attack_queries >= 1500:
+            raise RemoteModelError("stopped: flagged or out of budget")
+        out = self.remote.predict_logits(self._blind(x))
+        self.attack_queries += len(x)
+        self.sent += len(x)
+        if self.benign is not None:  # one natural query between attack queries
+            self.remote.predict_logits(self.benign[self.sent % len(self.benign)][None])
+            self.sent += 1
+        if self.attack_queries % 5 < len(x) and self.served.incidents():
+            self.flag_at = self.attack_queries
+        return out
+
+
+def blinded(args: argparse.Namespace, model_path: Path) -> None:
+    """Blinded attacks through the running gateway, against the probing monitor with its similarity encoder and,
+    side by side, with distances in input space (encoder off): issue 9's adaptive attacker."""
+    from bastion import SimBA
+
+    data = load_dataset("fashion-mnist")
+    spec = data.spec
+    print(f"\n## Blinded attacks through the gateway — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, python "
+        f"{sys.version.split()[0]}, load average {os.getloadavg()[0]:.2f}; fmnist-cnn behind `bastion serve`, "
+        "default monitors; one input per query, images attacked one after another until the first incident or "
+        "1,500 attack queries\n",
+        flush=True,
+    )
+    all_blind = dict(sigma=0.1, shift=2, jitter=True)
+    scenarios: list[tuple[str, Any, dict[str, Any], int, bool]] = [
+        (
+            "SimBA-pixel Linf 0.1, noise 0.1",
+            SimBA(ThreatModel(Norm.LINF, 0.1), max_queries=500, basis="pixel"),
+            dict(sigma=0.1, shift=0, jitter=False),
+            1,
+            False,
+        ),
+        (
+            "SimBA-DCT L2 2.0, noise 0.1 + 2 px shifts + brightness/contrast",
+            SimBA(ThreatModel(Norm.L2, 2.0), max_queries=500),
+            all_blind,
+            1,
+            False,
+        ),
+        (
+            "Square Linf 0.1, noise 0.1 + 2 px shifts + brightness/contrast",
+            Square(ThreatModel(Norm.LINF, 0.1), max_queries=500),
+            all_blind,
+            1,
+            False,
+        ),
+        (
+            "HopSkipJump L2 2.0, noise 0.1 + 2 px shifts + brightness/contrast",
+            HopSkipJump(ThreatModel(Norm.L2, 2.0), max_queries=500),
+            all_blind,
+            1,
+            False,
+        ),
+        (
+            "SimBA-DCT L2 2.0, all blinding, interleaved 1:1 with benign queries",
+            SimBA(ThreatModel(Norm.L2, 2.0), max_queries=500),
+            all_blind,
+            1,
+            True,
+        ),
+        (
+            "SimBA-DCT L2 2.0, all blinding, round-robin over 10 keys",
+            SimBA(ThreatModel(Norm.L2, 2.0), max_queries=500),
+            all_blind,
+            10,
+            False,
+        ),
+    ]
+    print("| blinded attack | probing monitor | attack queries at first incident | all queries sent | target |")
+    print("|---|---|---|---|---|")
+    port = 19100
+    for title, attack, blinding, n_keys, interleave in scenarios:
+        for encoder in (True, False):
+            port += 1
+            served = Served(CACHE / "gw-blind", model_path, port, monitors={"probing": {"encoder": encoder}})
+            try:
+                remotes = [
+                    HttpClassifier(f"{served.url}/v1/models/fmnist/predict", spec, api_key=k)
+                    for k in served.keys(n_keys, "attacker")
+                ]
+                remote: Any = RoundRobin(remotes) if n_keys > 1 else remotes[0]
+                w = Blinded(remote, served, benign=data.x_test[5000:6000] if interleave else None, **blinding)
+                for j in range(20):
+                    if w.flag_at is not None or w.attack_queries >= 1500:
+                        break
+                    attack.run(
+                        w, data.x_test[j : j + 1], data.y_test[j : j + 1], generator=torch.Generator().manual_seed(j)
+                    )
+            finally:
+                served.stop()
+            mode = "similarity encoder" if encoder else "input space (encoder off)"
+            verdict = "MET" if w.flag_at is not None and w.flag_at <= 500 else "NOT MET"
+            print(
+                f"| {title} | {mode} | {w.flag_at if w.flag_at is not None else 'not flagged'} of "
+                f"{w.attack_queries} | {w.sent} | flagged <= 500: {verdict if encoder else 'naive baseline'} |",
+                flush=True,
+            )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", choices=["overhead", "detection", "randomization", "all"], default="all")
+    ap.add_argument("--part", choices=["overhead", "detection", "blinded", "randomization", "all"], default="all")
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--rounds", type=int, default=2)
@@ -490,6 +620,8 @@ def main() -> None:
         overhead(args, model_path)
     if args.part in ("detection", "all"):
         detection(args, model_path)
+    if args.part in ("blinded", "all"):
+        blinded(args, model_path)
     if args.part in ("randomization", "all"):
         randomization(args, model_path)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,9 @@ from bastion.models.zoo import TrainedModel, save_model, train_model
 
 torch.set_num_threads(1)
 os.environ.setdefault("BASTION_THREADS", "1")  # in-process CLI runs keep the tests' one thread
+# trained similarity encoders (keyed by a digest of data and settings, so never stale) are shared by the workers and
+# kept between runs on one machine; a clean CI machine trains each once
+os.environ.setdefault("BASTION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"bastion-test-cache-{os.getuid()}"))
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from bastion.models.zoo import read_card
 from bastion.monitors import MONITORS
 from bastion.monitors.base import Monitor
 
-CALIBRATION_INPUTS = 2_000
+CALIBRATION_INPUTS = 12_000  # the probing monitor trains its encoder on 10,000 and calibrates on 2,000 unseen
 
 
 def _clean_inputs(config: GatewayConfig, name: str, model: Ensemble) -> torch.Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -12,9 +13,10 @@ from scipy.stats import shapiro
 from torch import Tensor
 
 from bastion.errors import InputValidationError
-from bastion.monitors._distance import pairwise, project
+from bastion.monitors._distance import nearest, pairwise, project
 from bastion.monitors.base import Alert, KeyStates, QueryEvent, Severity
 from bastion.monitors.registry import MONITORS, MonitorKind, MonitorSettings
+from bastion.monitors.similarity import EncoderSettings, encoder_for
 
 
 @dataclass
@@ -133,16 +135,48 @@ class _ProbeState:
 
 
 @dataclass
-class ProbingMonitor:
-    """Stateful detection: a query whose k nearest neighbours among the key's recent queries are unusually close.
+class _Cluster:
+    """Near-duplicate queries that chain to one another, whoever sent them."""
 
-    Query-based attacks (Square, HopSkipJump, boundary and gradient-estimation attacks) send long runs of
-    near-duplicates of the inputs they work on; natural traffic almost never does. The distance threshold is the
-    ``percentile`` of the same k-NN statistic over the model's clean data, so it adapts to the input space.
-    ``hits`` such queries within the key's last ``history`` queries raise a critical alert.
+    hits: deque[int] = field(default_factory=deque)  # service query numbers of its hits
+    keys: dict[str, int] = field(default_factory=dict)  # key -> hits it took part in
+    alerted: set[str] = field(default_factory=set)
+
+
+@dataclass
+class _SharedIndex:
+    """The service's last queries from every key, for near-duplicates that are spread over several keys."""
+
+    buffer: Tensor
+    sq: Tensor
+    owner: list[str | None]
+    cluster: Tensor
+    filled: int = 0
+    head: int = 0
+    queries: int = 0
+    next_cluster: int = 0
+    clusters: dict[int, _Cluster] = field(default_factory=dict)
+
+
+@dataclass
+class ProbingMonitor:
+    """Stateful detection: a query whose k nearest neighbours among recent queries are unusually close.
+
+    Query-based attacks (Square, SimBA, HopSkipJump, boundary and gradient-estimation attacks) send long runs of
+    near-duplicates of the inputs they work on; natural traffic almost never does. Distances are taken in the space
+    of ``embed`` — by default a fixed random projection of the input; in the gateway a similarity encoder trained to
+    ignore query blinding (noise, shifts, brightness/contrast; bastion.monitors.similarity). The threshold is the
+    ``percentile`` of the same k-NN statistic over clean data in that space. ``hits`` such queries within the
+    key's last ``history`` queries raise a critical alert for the key.
+
+    Spread over several keys (a Sybil attacker), each key alone may send too few queries; a service-wide index of
+    the last ``shared_history`` queries links near-duplicates across keys into clusters, and a cluster with
+    ``hits`` hits from two or more keys, each of which sent ``shared_min_hits`` of them, raises an alert for each
+    such key. Exact repeats (the same input sent
+    again, as when many clients replay one dataset) are not near-duplicates there: they give an attacker nothing.
 
     Paper: Chen, Carlini & Wagner, "Stateful detection of black-box adversarial attacks", ACM SPAI 2020 (arXiv
-    1907.05587, 2019). Distances are taken in input space here (the paper also allows a learned similarity encoder).
+    1907.05587, 2019).
     """
 
     threshold: float
@@ -152,12 +186,20 @@ class ProbingMonitor:
     dim: int = 128
     name: str = "probing"
     max_keys: int = 10_000
+    shared_history: int = 5_000
+    shared_min_hits: int = 3
+    embed: Callable[[Tensor], Tensor] | None = field(default=None, repr=False)
     _keys: KeyStates[_ProbeState] = field(init=False, repr=False)
+    _shared: _SharedIndex | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
         if not self.threshold > 0:
             raise InputValidationError(f"threshold must be > 0, got {self.threshold}")
         self._keys = KeyStates(self.max_keys)
+
+    def features(self, x: Tensor) -> Tensor:
+        """Inputs (N, ...) in the space distances are taken in."""
+        return self.embed(x) if self.embed is not None else project(x.flatten(1).float(), self.dim)
 
     @staticmethod
     def knn_mean(x: Tensor, ref: Tensor, k: int, *, exclude_self: bool = False) -> Tensor:
@@ -168,15 +210,23 @@ class ProbingMonitor:
         return d.topk(max(1, kk), dim=1, largest=False).values.mean(1)
 
     @classmethod
-    def calibrate(cls, clean: Tensor, *, k: int = 5, percentile: float = 0.1, **kwargs: object) -> ProbingMonitor:
+    def calibrate(
+        cls,
+        clean: Tensor,
+        *,
+        k: int = 5,
+        percentile: float = 0.1,
+        embed: Callable[[Tensor], Tensor] | None = None,
+        **kwargs: object,
+    ) -> ProbingMonitor:
         """Threshold from clean inputs (N, ...): the ``percentile`` of their k-NN mean distances among each other."""
-        dim = int(kwargs.get("dim", cls.dim))  # type: ignore[call-overload]
-        flat = project(clean.flatten(1).float(), dim)
+        probe = cls(threshold=1.0, k=k, embed=embed, **kwargs)  # type: ignore[arg-type]
+        flat = probe.features(clean)
         if flat.shape[0] <= k + 1:
             raise InputValidationError(f"calibration needs more than k + 1 = {k + 1} clean inputs, got {flat.shape[0]}")
         stat = cls.knn_mean(flat, flat, k, exclude_self=True)
         threshold = float(torch.quantile(stat.double(), percentile / 100))
-        return cls(threshold=max(threshold, 1e-9), k=k, **kwargs)  # type: ignore[arg-type]
+        return cls(threshold=max(threshold, 1e-9), k=k, embed=embed, **kwargs)  # type: ignore[arg-type]
 
     def _observe_batch(self, st: _ProbeState, x: Tensor, first: int) -> float:
         """Score a batch, each query against the key's buffer and the queries before it in the batch."""
@@ -209,11 +259,121 @@ class ProbingMonitor:
         return closest
 
     def forget(self, key_id: str) -> None:
-        """Drop the key's history: the monitor re-arms for it."""
+        """Drop the key's history, in its own state and in the service-wide index: the monitor re-arms for it."""
         self._keys.pop(key_id)
+        sh = self._shared
+        if sh is None:
+            return
+        mine = torch.tensor([o == key_id for o in sh.owner], dtype=torch.bool)
+        if bool(mine.any()):
+            sh.sq[mine] = float("inf")  # its entries are never anyone's neighbours again
+            for i in mine.nonzero().flatten().tolist():
+                sh.owner[i] = None
+        for c in sh.clusters.values():
+            c.keys.pop(key_id, None)
+            c.alerted.discard(key_id)
+
+    def _observe_shared(self, key_id: str, x: Tensor, time: float) -> list[Alert]:
+        """Link the queries to near-duplicates sent by any key; alert every key of a cluster that several keys
+        built up to ``hits`` hits."""
+        dim = x.shape[1]
+        if self._shared is None:
+            s = self.shared_history
+            self._shared = _SharedIndex(
+                torch.zeros(s, dim), torch.full((s,), float("inf")), [None] * s, torch.full((s,), -1, dtype=torch.long)
+            )
+        sh = self._shared
+        n = x.shape[0]
+        first = sh.queries
+        sh.queries += n
+        touched: set[int] = set()
+        if sh.filled >= self.k:
+            # exact repeats are not near-duplicates
+            near, at = nearest(
+                x, sh.buffer[: sh.filled], sh.sq[: sh.filled], self.k, ignore_below=0.02 * self.threshold
+            )
+            hit = near.mean(1) < self.threshold
+            if bool(hit.any()):
+                rows = hit.nonzero().flatten()
+                closest = at[rows, 0]
+                ids = sh.cluster[closest].tolist()
+                for r, j, cid in zip(rows.tolist(), closest.tolist(), ids, strict=True):
+                    c = sh.clusters.get(cid)
+                    if c is None:
+                        c = sh.clusters[cid] = _Cluster()
+                    c.hits.append(first + r)
+                    c.keys[key_id] = c.keys.get(key_id, 0) + 1
+                    other = sh.owner[j]
+                    if other is not None and other not in c.keys:
+                        c.keys[other] = 1  # it sent the query this one is a near-duplicate of
+                    touched.add(cid)
+                new_ids = torch.arange(sh.next_cluster, sh.next_cluster + n)
+                new_ids[rows] = torch.tensor(ids, dtype=torch.long)
+            else:
+                new_ids = torch.arange(sh.next_cluster, sh.next_cluster + n)
+        else:
+            new_ids = torch.arange(sh.next_cluster, sh.next_cluster + n)
+        sh.next_cluster += n
+        keep = slice(max(0, n - self.shared_history), n)
+        m = keep.stop - keep.start
+        idx = (sh.head + torch.arange(m)) % self.shared_history
+        sh.buffer[idx] = x[keep]
+        sh.sq[idx] = (x[keep] * x[keep]).sum(1)
+        sh.cluster[idx] = new_ids[keep]
+        for pos in idx.tolist():
+            sh.owner[pos] = key_id
+        sh.head = (sh.head + m) % self.shared_history
+        sh.filled = min(self.shared_history, sh.filled + m)
+        alerts: list[Alert] = []
+        oldest = sh.queries - self.shared_history
+        for cid in touched:
+            c = sh.clusters[cid]
+            while c.hits and c.hits[0] < oldest:
+                c.hits.popleft()
+            # a key is in the attack when it sent several of the cluster's near-duplicates: one innocent query of
+            # the image an attacker works on does not make its sender a suspect
+            members = [k for k, v in c.keys.items() if v >= self.shared_min_hits]
+            if len(c.hits) < self.hits or len(members) < 2:
+                continue
+            for k in members:
+                if k in c.alerted:
+                    continue
+                c.alerted.add(k)
+                own = self._keys.get(k)
+                if own is not None:
+                    if own.alerted:
+                        continue  # its own history already flagged it
+                    own.alerted = True
+                alerts.append(
+                    Alert(
+                        monitor=self.name,
+                        kind="probing",
+                        key_id=k,
+                        severity=Severity.CRITICAL,
+                        message=(
+                            f"{len(c.hits)} near-duplicate queries spread over {len(members)} keys (a cluster of "
+                            f"queries within {self.threshold:.4g} of each other): a query-based attack split across "
+                            "keys"
+                        ),
+                        score=len(c.hits) / self.hits,
+                        atlas="AML.T0043",
+                        time=time,
+                        evidence={
+                            "near_duplicates": len(c.hits),
+                            "keys": sorted(members),
+                            "threshold": self.threshold,
+                            "shared": True,
+                            "queries": sh.queries,
+                        },
+                    )
+                )
+        if sh.queries % 1_000 < n:  # now and then, drop clusters that went quiet
+            for cid in [cid for cid, c in sh.clusters.items() if not c.hits or c.hits[-1] < oldest]:
+                del sh.clusters[cid]
+        return alerts
 
     def observe(self, event: QueryEvent) -> list[Alert]:
-        x = project(event.inputs.float(), self.dim)
+        x = self.features(event.inputs)
         dim = x.shape[1]
         st = self._keys.get_or_create(
             event.key_id, lambda: _ProbeState(torch.empty(self.history, dim), torch.empty(self.history))
@@ -224,8 +384,7 @@ class ProbingMonitor:
         if n == 1:  # the common case, with a quarter of the tensor operations
             closest = float("inf")
             if st.filled >= self.k:
-                d = pairwise(x, st.buffer[: st.filled], st.sq[: st.filled])
-                closest = float(d.topk(self.k, dim=1, largest=False).values.mean())
+                closest = float(nearest(x, st.buffer[: st.filled], st.sq[: st.filled], self.k)[0].mean())
                 if closest < self.threshold:
                     st.hits.append(first)
             st.buffer[st.head] = x[0]
@@ -236,10 +395,11 @@ class ProbingMonitor:
             closest = self._observe_batch(st, x, first)
         while st.hits and st.hits[0] < st.queries - self.history:  # only hits among the last `history` queries
             st.hits.popleft()
+        alerts = self._observe_shared(event.key_id, x, event.time) if self.shared_history else []
         if st.alerted or len(st.hits) < self.hits:
-            return []
+            return alerts
         st.alerted = True
-        return [
+        alerts.append(
             Alert(
                 monitor=self.name,
                 kind="probing",
@@ -255,7 +415,8 @@ class ProbingMonitor:
                 time=event.time,
                 evidence={"near_duplicates": len(st.hits), "threshold": self.threshold, "queries": st.queries},
             )
-        ]
+        )
+        return alerts
 
 
 class ExtractionSettings(MonitorSettings):
@@ -265,10 +426,36 @@ class ExtractionSettings(MonitorSettings):
 
 
 class ProbingSettings(MonitorSettings):
-    k: int = Field(5, ge=1)
+    k: int = Field(10, ge=1)
     history: int = Field(1_000, ge=10)
     percentile: float = Field(0.1, gt=0, lt=50)
     hits: int = Field(10, ge=1, description="near-duplicate queries within the history that raise an alert")
+    shared_history: int = Field(
+        5_000, ge=0, description="service-wide queries kept to link an attack spread over keys (0: off)"
+    )
+    encoder: bool = Field(True, description="distances in a similarity encoder trained to ignore query blinding")
+    encoder_steps: int = Field(1_500, ge=10, description="training steps of the similarity encoder")
+
+
+def _build_probing(st: ProbingSettings, clean: Tensor, probs: Tensor) -> ProbingMonitor:
+    """With the encoder: train it on all but the last 2,000 clean inputs (when there are 4,000 or more) and set the
+    threshold on those 2,000 it never saw, so the threshold is what unseen natural inputs look like to it."""
+    del probs
+    embed = None
+    held = clean
+    if st.encoder:
+        train, held = (clean[:-2_000], clean[-2_000:]) if clean.shape[0] >= 4_000 else (clean, clean)
+        lo, hi = float(clean.min()), float(clean.max())
+        embed = encoder_for(train, (lo, hi), EncoderSettings(steps=st.encoder_steps))
+    return ProbingMonitor.calibrate(
+        held[-2_000:],
+        k=st.k,
+        percentile=st.percentile,
+        history=st.history,
+        hits=st.hits,
+        shared_history=st.shared_history,
+        embed=embed,
+    )
 
 
 MONITORS.add(
@@ -292,9 +479,7 @@ MONITORS.add(
     MonitorKind(
         "probing",
         ProbingSettings,
-        lambda st, clean, probs: ProbingMonitor.calibrate(
-            clean, k=st.k, percentile=st.percentile, history=st.history, hits=st.hits
-        ),
+        _build_probing,
         "Adversarial probing (query-based evasion attack)",
         (
             "The key's threat level was raised; its responses follow the level's output policy (e.g. labels only).",
