@@ -483,6 +483,7 @@ class Blinded:
         self.sigma, self.shift, self.jitter, self.benign = sigma, shift, jitter, benign
         self.g = torch.Generator().manual_seed(11)
         self.attack_queries, self.sent, self.flag_at = 0, 0, None
+        self.flag_kinds = "-"
 
     def _blind(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
@@ -505,8 +506,11 @@ class Blinded:
         if self.benign is not None:  # one natural query between attack queries
             self.remote.predict_logits(self.benign[self.sent % len(self.benign)][None])
             self.sent += 1
-        if self.attack_queries % 5 < len(x) and self.served.incidents():
-            self.flag_at = self.attack_queries
+        if self.attack_queries % 5 < len(x):
+            incidents = self.served.incidents()
+            if incidents:
+                self.flag_at = self.attack_queries
+                self.flag_kinds = ",".join(sorted({i["kind"] for i in incidents}))
         return out
 
 
@@ -570,8 +574,11 @@ def blinded(args: argparse.Namespace, model_path: Path) -> None:
             False,
         ),
     ]
-    print("| blinded attack | probing monitor | attack queries at first incident | all queries sent | target |")
-    print("|---|---|---|---|---|")
+    print(
+        "| blinded attack | probing monitor | attack queries at first incident | incident kinds | all queries sent "
+        "| target |"
+    )
+    print("|---|---|---|---|---|---|")
     port = 19100
     for title, attack, blinding, n_keys, interleave in scenarios:
         for encoder in (True, False):
@@ -596,7 +603,7 @@ def blinded(args: argparse.Namespace, model_path: Path) -> None:
             verdict = "MET" if w.flag_at is not None and w.flag_at <= 500 else "NOT MET"
             print(
                 f"| {title} | {mode} | {w.flag_at if w.flag_at is not None else 'not flagged'} of "
-                f"{w.attack_queries} | {w.sent} | flagged <= 500: {verdict if encoder else 'naive baseline'} |",
+                f"{w.attack_queries} | {w.flag_kinds} | {w.sent} | flagged <= 500: {verdict if encoder else 'naive baseline'} |",
                 flush=True,
             )
 

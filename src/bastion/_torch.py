@@ -22,6 +22,15 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
             m.training = training
 
 
+def as_images(x: torch.Tensor) -> torch.Tensor:
+    """View inputs as (N, C, H, W): (N, H, W) gains a channel, a flat feature vector becomes one row of pixels."""
+    if x.dim() == 4:
+        return x
+    if x.dim() == 3:
+        return x.unsqueeze(1)
+    return x.reshape(x.shape[0], 1, 1, -1)
+
+
 def batch_slices(n: int, batch_size: int) -> Iterator[slice]:
     """Consecutive slices covering ``range(n)`` in chunks of ``batch_size``."""
     if batch_size <= 0:

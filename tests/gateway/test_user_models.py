@@ -71,3 +71,14 @@ def test_bad_model_entries_fail_at_start(user_models: dict[str, Path], tmp_path:
     with pytest.raises(ConfigError, match=r"monitors\.baseline"):
         _serve(tmp_path, {"m": {"paths": [str(user_models["onnx"])]}}, monitors={})
     assert not (tmp_path / "gw.db").exists()  # nothing left behind by a refused start
+
+
+def test_baseline_outside_the_models_bounds_names_the_bounds_to_set(
+    user_models: dict[str, Path], digits: Dataset, tmp_path: Path
+) -> None:
+    """An ONNX file states no input range, so the gateway assumes [0, 1]; data in 0..16 (digits before scaling)
+    would make every real request a 422. The start is refused with the setting that fixes it."""
+    np.savez(tmp_path / "raw.npz", x=(digits.x_train * 16).numpy(), y=digits.y_train.numpy())
+    with pytest.raises(ConfigError, match=r"set bounds: \[0, 16\]"):
+        _serve(tmp_path, {"m": {"paths": [str(user_models["onnx"])]}}, monitors={"baseline": "raw.npz"})
+    assert not (tmp_path / "gw.db").exists()

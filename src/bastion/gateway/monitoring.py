@@ -33,6 +33,14 @@ def _clean_inputs(config: GatewayConfig, name: str, model: Ensemble) -> torch.Te
             f"monitors.baseline dataset {dataset!r} has inputs {tuple(x.shape[1:])}, model {name!r} takes "
             f"{model.spec.input_shape}: name a dataset of the model's input space"
         )
+    lo, hi = model.spec.bounds
+    a, b = float(x.min()), float(x.max())
+    if a < lo or b > hi:
+        raise ConfigError(
+            f"monitors.baseline dataset {dataset!r} spans [{a:g}, {b:g}], outside model {name!r}'s input range "
+            f"[{lo:g}, {hi:g}] (the default when the model file states none): set bounds: [{a:g}, {b:g}] in the "
+            "model's entry, or give data scaled like the model's inputs"
+        )
     return x
 
 

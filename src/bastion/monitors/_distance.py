@@ -41,15 +41,20 @@ def pairwise(a: Tensor, b: Tensor, b_sq: Tensor | None = None) -> Tensor:
     return (a_sq - 2.0 * (a @ b.T) + bb.unsqueeze(0)).clamp_min_(0.0).sqrt_()
 
 
-def nearest(a: Tensor, b: Tensor, b_sq: Tensor, k: int, *, ignore_below: float = 0.0) -> tuple[Tensor, Tensor]:
-    """The ``k`` smallest distances from each row of ``a`` to the rows of ``b`` and their indices, (n, k) each.
+def nearest(a: Tensor, b: Tensor, b_sq: Tensor, k: int, *, ignore_below: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
+    """The ``k`` smallest distances from each row of ``a`` to the rows of ``b`` and their indices, (n, k) each, and
+    per row of ``a`` whether some row of ``b`` lies closer than ``ignore_below`` (an exact repeat; such rows are
+    skipped as neighbours).
 
     Ranks by ``|b|^2 - 2 a.b`` (one fused matrix product; ``|a|^2`` is the same for every candidate) and takes the
-    square root of the k winners only. Rows of ``b`` closer than ``ignore_below`` (exact repeats) are skipped.
+    square root of the k winners only.
     """
     a_sq = (a * a).sum(1, keepdim=True)
     score = torch.addmm(b_sq.unsqueeze(0), a, b.T, alpha=-2.0)
+    repeated = torch.zeros(a.shape[0], dtype=torch.bool)
     if ignore_below > 0:
-        score.masked_fill_(score < ignore_below * ignore_below - a_sq, float("inf"))
+        close = score < ignore_below * ignore_below - a_sq
+        repeated = close.any(1)
+        score.masked_fill_(close, float("inf"))
     s, idx = score.topk(k, dim=1, largest=False)
-    return (s + a_sq).clamp_min_(0.0).sqrt_(), idx
+    return (s + a_sq).clamp_min_(0.0).sqrt_(), idx, repeated

@@ -138,9 +138,15 @@ class _ProbeState:
 class _Cluster:
     """Near-duplicate queries that chain to one another, whoever sent them."""
 
-    hits: deque[int] = field(default_factory=deque)  # service query numbers of its hits
-    keys: dict[str, int] = field(default_factory=dict)  # key -> hits it took part in
+    hits: list[int] = field(default_factory=list)  # service query numbers of its hits, oldest first
+    keys: dict[str, int] = field(default_factory=dict)  # key -> near-duplicates of the cluster it sent
     alerted: set[str] = field(default_factory=set)
+
+    def absorb(self, other: _Cluster) -> None:
+        self.hits = sorted(self.hits + other.hits)
+        for k, v in other.keys.items():
+            self.keys[k] = self.keys.get(k, 0) + v
+        self.alerted |= other.alerted
 
 
 @dataclass
@@ -150,12 +156,46 @@ class _SharedIndex:
     buffer: Tensor
     sq: Tensor
     owner: list[str | None]
-    cluster: Tensor
+    cluster: Tensor  # per entry: the cluster it belongs to (its own id until a near-duplicate links it)
+    sent: dict[str, int] = field(default_factory=dict)  # key -> its entries in the index
     filled: int = 0
     head: int = 0
     queries: int = 0
     next_cluster: int = 0
     clusters: dict[int, _Cluster] = field(default_factory=dict)
+
+    def put(self, key_id: str, x: Tensor, ids: Tensor) -> None:
+        """Write queries (the oldest entries overwritten first) with their cluster ids, keeping per-key counts."""
+        size = self.buffer.shape[0]
+        x, ids = x[-size:], ids[-size:]
+        idx = (self.head + torch.arange(x.shape[0])) % size
+        self.buffer[idx] = x
+        self.sq[idx] = (x * x).sum(1)
+        self.cluster[idx] = ids
+        for pos in idx.tolist():
+            old = self.owner[pos]
+            if old is not None:
+                self.sent[old] -= 1
+                if not self.sent[old]:
+                    del self.sent[old]
+            self.owner[pos] = key_id
+        self.sent[key_id] = self.sent.get(key_id, 0) + x.shape[0]
+        self.head = (self.head + x.shape[0]) % size
+        self.filled = min(size, self.filled + x.shape[0])
+
+    def merge(self, ids: set[int]) -> int:
+        """Make the clusters ``ids`` one (under the oldest id) and return that id."""
+        keep = min(ids)
+        for other in ids - {keep}:
+            self.cluster[self.cluster == other] = keep
+            absorbed = self.clusters.pop(other, None)
+            if absorbed is not None:
+                self.clusters.setdefault(keep, _Cluster()).absorb(absorbed)
+        return keep
+
+
+def _features(x: Tensor, embed: Callable[[Tensor], Tensor] | None, dim: int) -> Tensor:
+    return embed(x) if embed is not None else project(x.flatten(1).float(), dim)
 
 
 @dataclass
@@ -199,7 +239,7 @@ class ProbingMonitor:
 
     def features(self, x: Tensor) -> Tensor:
         """Inputs (N, ...) in the space distances are taken in."""
-        return self.embed(x) if self.embed is not None else project(x.flatten(1).float(), self.dim)
+        return _features(x, self.embed, self.dim)
 
     @staticmethod
     def knn_mean(x: Tensor, ref: Tensor, k: int, *, exclude_self: bool = False) -> Tensor:
@@ -217,14 +257,23 @@ class ProbingMonitor:
         k: int = 5,
         percentile: float = 0.1,
         embed: Callable[[Tensor], Tensor] | None = None,
+        reference: Tensor | None = None,
         **kwargs: object,
     ) -> ProbingMonitor:
-        """Threshold from clean inputs (N, ...): the ``percentile`` of their k-NN mean distances among each other."""
-        probe = cls(threshold=1.0, k=k, embed=embed, **kwargs)  # type: ignore[arg-type]
-        flat = probe.features(clean)
+        """Threshold from clean inputs (N, ...): the ``percentile`` of their k-NN mean distances among each other,
+        or, with ``reference``, among those inputs (``clean`` must then be its last rows, each skipped as its own
+        neighbour)."""
+        dim = int(kwargs.get("dim", cls.dim))  # type: ignore[call-overload]
+        flat = _features(clean, embed, dim)
         if flat.shape[0] <= k + 1:
             raise InputValidationError(f"calibration needs more than k + 1 = {k + 1} clean inputs, got {flat.shape[0]}")
-        stat = cls.knn_mean(flat, flat, k, exclude_self=True)
+        if reference is None:
+            stat = cls.knn_mean(flat, flat, k, exclude_self=True)
+        else:
+            d = pairwise(flat, _features(reference, embed, dim))
+            own = torch.arange(flat.shape[0])
+            d[own, reference.shape[0] - flat.shape[0] + own] = float("inf")
+            stat = d.topk(k, dim=1, largest=False).values.mean(1)
         threshold = float(torch.quantile(stat.double(), percentile / 100))
         return cls(threshold=max(threshold, 1e-9), k=k, embed=embed, **kwargs)  # type: ignore[arg-type]
 
@@ -264,113 +313,109 @@ class ProbingMonitor:
         sh = self._shared
         if sh is None:
             return
-        mine = torch.tensor([o == key_id for o in sh.owner], dtype=torch.bool)
-        if bool(mine.any()):
+        mine = [i for i, o in enumerate(sh.owner) if o == key_id]
+        if mine:
             sh.sq[mine] = float("inf")  # its entries are never anyone's neighbours again
-            for i in mine.nonzero().flatten().tolist():
+            for i in mine:
                 sh.owner[i] = None
+        sh.sent.pop(key_id, None)
         for c in sh.clusters.values():
             c.keys.pop(key_id, None)
             c.alerted.discard(key_id)
 
     def _observe_shared(self, key_id: str, x: Tensor, time: float) -> list[Alert]:
-        """Link the queries to near-duplicates sent by any key; alert every key of a cluster that several keys
-        built up to ``hits`` hits."""
-        dim = x.shape[1]
+        """Link the queries to near-duplicates sent by any key; alert the keys of a cluster that several keys built
+        up to ``hits`` hits."""
         if self._shared is None:
-            s = self.shared_history
+            size = self.shared_history
             self._shared = _SharedIndex(
-                torch.zeros(s, dim), torch.full((s,), float("inf")), [None] * s, torch.full((s,), -1, dtype=torch.long)
+                torch.zeros(size, x.shape[1]),
+                torch.full((size,), float("inf")),
+                [None] * size,
+                torch.full((size,), -1, dtype=torch.long),
             )
         sh = self._shared
         n = x.shape[0]
         first = sh.queries
         sh.queries += n
-        touched: set[int] = set()
-        if sh.filled >= self.k:
-            # exact repeats are not near-duplicates
-            near, at = nearest(
-                x, sh.buffer[: sh.filled], sh.sq[: sh.filled], self.k, ignore_below=0.02 * self.threshold
-            )
-            hit = near.mean(1) < self.threshold
-            if bool(hit.any()):
-                rows = hit.nonzero().flatten()
-                closest = at[rows, 0]
-                ids = sh.cluster[closest].tolist()
-                for r, j, cid in zip(rows.tolist(), closest.tolist(), ids, strict=True):
-                    c = sh.clusters.get(cid)
-                    if c is None:
-                        c = sh.clusters[cid] = _Cluster()
-                    c.hits.append(first + r)
-                    c.keys[key_id] = c.keys.get(key_id, 0) + 1
-                    other = sh.owner[j]
-                    if other is not None and other not in c.keys:
-                        c.keys[other] = 1  # it sent the query this one is a near-duplicate of
-                    touched.add(cid)
-                new_ids = torch.arange(sh.next_cluster, sh.next_cluster + n)
-                new_ids[rows] = torch.tensor(ids, dtype=torch.long)
-            else:
-                new_ids = torch.arange(sh.next_cluster, sh.next_cluster + n)
-        else:
-            new_ids = torch.arange(sh.next_cluster, sh.next_cluster + n)
+        ids = torch.arange(sh.next_cluster, sh.next_cluster + n)  # a query that is no near-duplicate starts its own
         sh.next_cluster += n
-        keep = slice(max(0, n - self.shared_history), n)
-        m = keep.stop - keep.start
-        idx = (sh.head + torch.arange(m)) % self.shared_history
-        sh.buffer[idx] = x[keep]
-        sh.sq[idx] = (x[keep] * x[keep]).sum(1)
-        sh.cluster[idx] = new_ids[keep]
-        for pos in idx.tolist():
-            sh.owner[pos] = key_id
-        sh.head = (sh.head + m) % self.shared_history
-        sh.filled = min(self.shared_history, sh.filled + m)
-        alerts: list[Alert] = []
+        touched: set[int] = set()
+        fresh = torch.ones(n, dtype=torch.bool)
+        if sh.filled >= self.k:
+            # exact repeats are neither near-duplicates (they tell an attacker nothing new) nor kept (many copies of
+            # one input would stand in for k distinct neighbours)
+            repeat = 0.02 * self.threshold
+            near, at, repeated = nearest(x, sh.buffer[: sh.filled], sh.sq[: sh.filled], self.k, ignore_below=repeat)
+            fresh = ~repeated
+            hit = (near.mean(1) < self.threshold) & fresh
+            for r in hit.nonzero().flatten().tolist():
+                neighbours = at[r]
+                # the hit joins every cluster among its neighbours into one: an attack whose first queries each
+                # started a cluster of their own is one cluster, not many small ones
+                cid = sh.merge(set(sh.cluster[neighbours].tolist()))
+                c = sh.clusters.setdefault(cid, _Cluster())
+                c.hits.append(first + r)
+                c.keys[key_id] = c.keys.get(key_id, 0) + 1
+                for j in neighbours.tolist():
+                    owner = sh.owner[j]
+                    if owner is not None and owner != key_id:
+                        c.keys.setdefault(owner, 1)  # it sent a query this one is a near-duplicate of
+                ids[r] = cid
+                touched.add(cid)
+        if bool(fresh.any()):
+            sh.put(key_id, x[fresh], ids[fresh])
         oldest = sh.queries - self.shared_history
+        alerts: list[Alert] = []
         for cid in touched:
-            c = sh.clusters[cid]
-            while c.hits and c.hits[0] < oldest:
-                c.hits.popleft()
-            # a key is in the attack when it sent several of the cluster's near-duplicates: one innocent query of
-            # the image an attacker works on does not make its sender a suspect
-            members = [k for k, v in c.keys.items() if v >= self.shared_min_hits]
-            if len(c.hits) < self.hits or len(members) < 2:
+            cl = sh.clusters.get(cid)
+            if cl is None:
+                continue  # merged into another cluster by a later row of this batch
+            while cl.hits and cl.hits[0] < oldest:
+                cl.hits.pop(0)
+            named = [k for k, v in cl.keys.items() if self._in_attack(sh, k, v)]
+            if len(cl.hits) < self.hits or len(named) < 2:
                 continue
-            for k in members:
-                if k in c.alerted:
-                    continue
-                c.alerted.add(k)
+            for k in named:
                 own = self._keys.get(k)
+                if k in cl.alerted or (own is not None and own.alerted):
+                    continue  # already named, or already flagged by its own history
+                cl.alerted.add(k)
                 if own is not None:
-                    if own.alerted:
-                        continue  # its own history already flagged it
                     own.alerted = True
                 alerts.append(
-                    Alert(
-                        monitor=self.name,
-                        kind="probing",
-                        key_id=k,
-                        severity=Severity.CRITICAL,
-                        message=(
-                            f"{len(c.hits)} near-duplicate queries spread over {len(members)} keys (a cluster of "
-                            f"queries within {self.threshold:.4g} of each other): a query-based attack split across "
-                            "keys"
-                        ),
-                        score=len(c.hits) / self.hits,
-                        atlas="AML.T0043",
-                        time=time,
-                        evidence={
-                            "near_duplicates": len(c.hits),
-                            "keys": sorted(members),
-                            "threshold": self.threshold,
-                            "shared": True,
-                            "queries": sh.queries,
-                        },
+                    self._alert(
+                        k,
+                        time,
+                        len(cl.hits),
+                        f"{len(cl.hits)} near-duplicate queries spread over {len(named)} keys (a cluster of queries "
+                        f"within {self.threshold:.4g} of each other): a query-based attack split across keys",
+                        {"keys": sorted(named), "shared": True, "queries": sh.queries},
                     )
                 )
         if sh.queries % 1_000 < n:  # now and then, drop clusters that went quiet
             for cid in [cid for cid, c in sh.clusters.items() if not c.hits or c.hits[-1] < oldest]:
                 del sh.clusters[cid]
         return alerts
+
+    def _in_attack(self, sh: _SharedIndex, key_id: str, near_duplicates: int) -> bool:
+        """A key takes part in a cluster when it sent ``shared_min_hits`` of its near-duplicates, or when they are
+        at least half of what it sent lately (an attacker with many keys, each sending a few queries). A client that
+        sends the attacked image once among its own traffic is neither."""
+        return near_duplicates >= self.shared_min_hits or 2 * near_duplicates >= sh.sent.get(key_id, 0) > 0
+
+    def _alert(self, key_id: str, time: float, hits: int, message: str, evidence: dict[str, object]) -> Alert:
+        return Alert(
+            monitor=self.name,
+            kind="probing",
+            key_id=key_id,
+            severity=Severity.CRITICAL,
+            message=message,
+            score=hits / self.hits,
+            atlas="AML.T0043",
+            time=time,
+            evidence={"near_duplicates": hits, "threshold": self.threshold, **evidence},
+        )
 
     def observe(self, event: QueryEvent) -> list[Alert]:
         x = self.features(event.inputs)
@@ -400,20 +445,14 @@ class ProbingMonitor:
             return alerts
         st.alerted = True
         alerts.append(
-            Alert(
-                monitor=self.name,
-                kind="probing",
-                key_id=event.key_id,
-                severity=Severity.CRITICAL,
-                message=(
-                    f"{len(st.hits)} near-duplicate queries (mean distance to their {self.k} nearest earlier queries "
-                    f"below {self.threshold:.4g}; closest {closest:.4g}) after {st.queries} queries: the pattern of a "
-                    "query-based adversarial attack"
-                ),
-                score=len(st.hits) / self.hits,
-                atlas="AML.T0043",
-                time=event.time,
-                evidence={"near_duplicates": len(st.hits), "threshold": self.threshold, "queries": st.queries},
+            self._alert(
+                event.key_id,
+                event.time,
+                len(st.hits),
+                f"{len(st.hits)} near-duplicate queries (mean distance to their {self.k} nearest earlier queries below "
+                f"{self.threshold:.4g}; closest {closest:.4g}) after {st.queries} queries: the pattern of a query-based "
+                "adversarial attack",
+                {"queries": st.queries},
             )
         )
         return alerts
@@ -438,23 +477,34 @@ class ProbingSettings(MonitorSettings):
 
 
 def _build_probing(st: ProbingSettings, clean: Tensor, probs: Tensor) -> ProbingMonitor:
-    """With the encoder: train it on all but the last 2,000 clean inputs (when there are 4,000 or more) and set the
-    threshold on those 2,000 it never saw, so the threshold is what unseen natural inputs look like to it."""
+    """With the encoder, the threshold is what inputs the encoder never saw look like to it (an encoder spreads
+    its own training inputs apart, so a threshold set on them flags natural traffic): it trains on all but the last
+    2,000 clean inputs, set aside for the threshold, when there are 4,000 or more; with fewer, on three quarters,
+    and the last quarter's distances to all the clean inputs set the threshold."""
     del probs
-    embed = None
-    held = clean
-    if st.encoder:
-        train, held = (clean[:-2_000], clean[-2_000:]) if clean.shape[0] >= 4_000 else (clean, clean)
-        lo, hi = float(clean.min()), float(clean.max())
-        embed = encoder_for(train, (lo, hi), EncoderSettings(steps=st.encoder_steps))
+    if not st.encoder:
+        return ProbingMonitor.calibrate(
+            clean[-2_000:],
+            k=st.k,
+            percentile=st.percentile,
+            history=st.history,
+            hits=st.hits,
+            shared_history=st.shared_history,
+        )
+    n = clean.shape[0]
+    held = 2_000 if n >= 4_000 else max(n // 4, st.k + 2)
+    embed = encoder_for(
+        clean[:-held], (float(clean.min()), float(clean.max())), EncoderSettings(steps=st.encoder_steps)
+    )
     return ProbingMonitor.calibrate(
-        held[-2_000:],
+        clean[-held:],
         k=st.k,
         percentile=st.percentile,
+        embed=embed,
+        reference=None if n >= 4_000 else clean,
         history=st.history,
         hits=st.hits,
         shared_history=st.shared_history,
-        embed=embed,
     )
 
 

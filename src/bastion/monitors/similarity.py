@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -32,7 +33,7 @@ from torch import Tensor, nn
 from bastion.errors import InputValidationError
 
 log = logging.getLogger(__name__)
-FORMAT = 1  # bump when the network or the training changes: cached encoders of another format are retrained
+FORMAT = 2  # bump when the network or the training changes: cached encoders of another format are retrained
 
 
 @dataclass(frozen=True)
@@ -50,10 +51,14 @@ class Blinding:
     contrast: float = 0.3
     sign: float = 0.1
 
-    def apply(self, x: Tensor, bounds: tuple[float, float], generator: torch.Generator) -> Tensor:
-        """Blinded copies of ``x`` (N, *shape), within ``bounds``."""
+    def apply(
+        self, x: Tensor, bounds: tuple[float, float], generator: torch.Generator, unit: Tensor | float | None = None
+    ) -> Tensor:
+        """Blinded copies of ``x`` (N, *shape), within ``bounds``. Offsets and noise are in ``unit``: the value
+        range for images (the default), each feature's standard deviation for tabular rows, whose features may
+        differ in scale by orders of magnitude."""
         lo, hi = bounds
-        span = hi - lo
+        span = hi - lo if unit is None else unit
         n = x.shape[0]
         view = (n,) + (1,) * (x.dim() - 1)
         gain = 1 + (torch.rand(view, generator=generator) * 2 - 1) * self.contrast
@@ -79,9 +84,29 @@ def _shift(x: Tensor, s: int, generator: torch.Generator, fill: float) -> Tensor
     return padded[torch.arange(n).view(n, 1, 1), :, rows, cols].permute(0, 3, 1, 2)
 
 
-def _network(input_shape: tuple[int, ...], dim: int) -> nn.Module:
-    """A small conv net for images (C, H, W) at least 8x8, an MLP for anything else (flattened)."""
-    if len(input_shape) == 3 and min(input_shape[1:]) >= 8:
+class _Standardize(nn.Module):
+    """Flattens rows and puts every feature on the scale of its clean data (mean 0, standard deviation 1)."""
+
+    mean: Tensor
+    std: Tensor
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(d))
+        self.register_buffer("std", torch.ones(d))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x.flatten(1) - self.mean) / self.std
+
+
+def is_image(input_shape: tuple[int, ...]) -> bool:
+    """Whether inputs of this shape get the conv encoder (and shifts): (C, H, W) of at least 8x8."""
+    return len(input_shape) == 3 and min(input_shape[1:]) >= 8
+
+
+def _network(input_shape: tuple[int, ...], dim: int) -> nn.Sequential:
+    """A small conv net for images, an MLP over standardised features for anything else."""
+    if is_image(input_shape):
         c = input_shape[0]
         return nn.Sequential(
             nn.Conv2d(c, 32, 3, 2, 1),
@@ -94,11 +119,9 @@ def _network(input_shape: tuple[int, ...], dim: int) -> nn.Module:
             nn.Flatten(),
             nn.Linear(256, dim),
         )
-    d = 1
-    for s in input_shape:
-        d *= s
+    d = math.prod(input_shape)
     return nn.Sequential(
-        nn.Flatten(), nn.Linear(d, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, dim)
+        _Standardize(d), nn.Linear(d, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, dim)
     )
 
 
@@ -122,7 +145,7 @@ class SimilarityEncoder:
         self.net = net.eval()
         self.input_shape = tuple(input_shape)
         self.bounds = bounds
-        self._image = len(self.input_shape) == 3
+        self._image = is_image(self.input_shape)
 
     @torch.no_grad()
     def embed(self, x: Tensor) -> Tensor:
@@ -149,19 +172,29 @@ class SimilarityEncoder:
         torch.manual_seed(settings.seed)
         shape = tuple(clean.shape[1:])
         net = _network(shape, settings.dim)
-        image = len(shape) == 3
+        image = is_image(shape)
+        x_all = clean.float()
+        unit: Tensor | None = None
         if image:
             net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        else:
+            flat = x_all.flatten(1)
+            std = flat.std(0).clamp_min(1e-6 * max(1.0, float(flat.abs().max())))
+            scaler = net[0]
+            assert isinstance(scaler, _Standardize)
+            scaler.mean.copy_(flat.mean(0))
+            scaler.std.copy_(std)
+            unit = std.reshape(shape)
         opt = torch.optim.Adam(net.parameters(), settings.lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, settings.steps)
         b = min(settings.batch, clean.shape[0])
         target = torch.cat([torch.arange(b, 2 * b), torch.arange(b)])
-        x_all = clean.float()
         start = time.perf_counter()
         net.train()
         for _ in range(settings.steps):
             xb = x_all[torch.randint(0, x_all.shape[0], (b,), generator=g)]
-            views = torch.cat([settings.blinding.apply(xb, bounds, g), settings.blinding.apply(xb, bounds, g)])
+            blind = settings.blinding
+            views = torch.cat([blind.apply(xb, bounds, g, unit), blind.apply(xb, bounds, g, unit)])
             if image:
                 views = views.contiguous(memory_format=torch.channels_last)
             z = F.normalize(net(views), dim=1)
@@ -194,7 +227,7 @@ class SimilarityEncoder:
         lo, hi = json.loads(meta["bounds"])
         net = _network(shape, dim)
         net.load_state_dict(load_file(str(path)))
-        if len(shape) == 3:
+        if is_image(shape):
             net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         return cls(net, shape, (float(lo), float(hi)))
 

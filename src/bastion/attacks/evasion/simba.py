@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from bastion._torch import as_images
 from bastion.attacks._projection import project
 from bastion.attacks.base import ATTACKS, AttackState, EvasionAttack, check_positive_float, check_positive_int
 from bastion.types import Bounds, Norm
@@ -22,14 +23,6 @@ def dct_matrix(n: int, device: torch.device, dtype: torch.dtype) -> Tensor:
     m = torch.cos(math.pi / n * (k[None, :] + 0.5) * k[:, None]) * math.sqrt(2.0 / n)
     m[0] /= math.sqrt(2.0)
     return m
-
-
-def _as_images(x: Tensor) -> Tensor:
-    if x.dim() == 4:
-        return x
-    if x.dim() == 3:
-        return x.unsqueeze(1)
-    return x.reshape(x.shape[0], 1, 1, -1)
 
 
 @ATTACKS.register("simba")
@@ -123,7 +116,7 @@ class SimBA(EvasionAttack):
     ) -> None:
         idx = torch.arange(x.shape[0], device=x.device)
         x0, lab = x, labels
-        _, c, h, w = _as_images(x0).shape
+        _, c, h, w = as_images(x0).shape
         dims = c * h * w
         dh, dw = dct_matrix(h, x.device, x.dtype), dct_matrix(w, x.device, x.dtype)
         order = self._order(x0.shape[0], c, h, w, generator, x.device)

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from bastion._torch import as_images
 from bastion.attacks._losses import margin
 from bastion.attacks._projection import project
 from bastion.attacks.base import ATTACKS, AttackState, EvasionAttack, check_positive_float, check_positive_int
@@ -27,15 +28,6 @@ def p_schedule(p_init: float, it: int, budget: int) -> float:
             divisor = div
             break
     return p_init / divisor
-
-
-def _as_images(x: Tensor) -> Tensor:
-    """View inputs as (N, C, H, W); a flat feature vector becomes one row of pixels."""
-    if x.dim() == 4:
-        return x
-    if x.dim() == 3:
-        return x.unsqueeze(1)
-    return x.reshape(x.shape[0], 1, 1, -1)
 
 
 def _window_mask(h: int, w: int, top: Tensor, left: Tensor, size_h: int, size_w: int) -> Tensor:
@@ -157,7 +149,7 @@ class Square(EvasionAttack):
     def _init(self, x0: Tensor, bounds: Bounds, generator: torch.Generator | None) -> Tensor:
         """Linf: vertical stripes of +-eps. L2: a grid of meta-squares with random signs, scaled to norm eps."""
         eps, lo, hi = self.threat.eps, bounds[0], bounds[1]
-        img = _as_images(x0)
+        img = as_images(x0)
         b, c, _, w = img.shape
         if self.threat.norm is Norm.LINF:
             delta = eps * _signs((b, c, 1, w), generator, x0.device, x0.dtype).expand_as(img)
@@ -206,7 +198,7 @@ class Square(EvasionAttack):
         x_best = self._init(x0, bounds, generator)
         m_best = self._margin(model, x_best, lab)
         queries[idx] += 1
-        _, c, h, w = _as_images(x0).shape
+        _, c, h, w = as_images(x0).shape
         n_features = c * h * w
         for it in range(1, self.max_queries):
             broken = m_best < 0
@@ -227,7 +219,7 @@ class Square(EvasionAttack):
             top = _randint(h - sh + 1, b, generator, x.device)
             left = _randint(w - sw + 1, b, generator, x.device)
             mask = _window_mask(h, w, top, left, sh, sw)
-            img0, imgb = _as_images(x0), _as_images(x_best)
+            img0, imgb = as_images(x0), as_images(x_best)
             delta = imgb - img0
             if norm is Norm.LINF:
                 new = eps * _signs((b, c, 1, 1), generator, x.device, x.dtype)
