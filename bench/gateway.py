@@ -608,6 +608,19 @@ def blinded(args: argparse.Namespace, model_path: Path) -> None:
             )
 
 
+def warm_encoder() -> None:
+    """Train (or load) the probing monitor's similarity encoder as `bastion serve` will, before any server starts:
+    the first training takes minutes and would outlast a server's start-up wait."""
+    from bastion.gateway.monitoring import CALIBRATION_INPUTS
+    from bastion.monitors import MONITORS
+    from bastion.monitors.query_patterns import ProbingSettings
+
+    t0 = time.perf_counter()
+    clean = load_dataset("fashion-mnist").x_train[:CALIBRATION_INPUTS]
+    MONITORS.get("probing").build(ProbingSettings(), clean, torch.empty(0))
+    print(f"similarity encoder ready in {time.perf_counter() - t0:.1f} s (trained once, then cached)", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--part", choices=["overhead", "detection", "blinded", "randomization", "all"], default="all")
@@ -623,6 +636,7 @@ def main() -> None:
     torch.set_num_threads(1)
     reference_model(3)
     model_path = CACHE / "fmnist-cnn-e3.safetensors"
+    warm_encoder()
     if args.part in ("overhead", "all"):
         overhead(args, model_path)
     if args.part in ("detection", "all"):

@@ -158,3 +158,32 @@ def test_per_key_state_is_bounded(digits: Dataset) -> None:
     mon.observe(QueryEvent("k2", "m", 0.0, digits.x_test[:1].flatten(1), p, p.argmax(1)))  # k2 seen again: kept
     mon.observe(QueryEvent("k5", "m", 0.0, digits.x_test[:1].flatten(1), p, p.argmax(1)))
     assert len(mon._keys) == 3 and "k2" in mon._keys and "k0" not in mon._keys and "k3" not in mon._keys
+
+
+def test_extraction_threshold_follows_natural_traffic_of_a_users_table() -> None:
+    """Breast-cancer rows in raw units (features from 0.001 to 4,000): a client replaying natural rows reaches W
+    0.65, which the fixed 0.85 flagged as extraction. The built monitor sets its threshold below what the clean rows
+    reach, so the replay raises nothing; on images (W above 0.95) the configured threshold stands."""
+    from sklearn.datasets import load_breast_cancer
+
+    from bastion.monitors import MONITORS
+    from bastion.monitors.query_patterns import ExtractionSettings
+
+    x = torch.tensor(load_breast_cancer().data, dtype=torch.float32)
+    labels = torch.tensor(load_breast_cancer().target)
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    train, test = perm[:400], perm[400:]
+    probs = torch.nn.functional.one_hot(labels, 2).float()
+    fixed = ExtractionMonitor()
+    built = MONITORS.get("extraction").build(ExtractionSettings(), x[train], probs[train])
+    assert built.threshold < 0.85  # type: ignore[attr-defined]
+
+    def replay(mon: object) -> list[Alert]:
+        out: list[Alert] = []
+        for i in range(0, len(test), 10):
+            idx = test[i : i + 10]
+            out += mon.observe(QueryEvent("client", "m", 0.0, x[idx], probs[idx], labels[idx]))  # type: ignore[attr-defined]
+        return out
+
+    assert [a.kind for a in replay(fixed)] == ["extraction"]  # the false positive the calibration removes
+    assert replay(built) == []
