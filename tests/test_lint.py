@@ -61,6 +61,6 @@ def test_inner_layers_do_not_import_the_edges() -> None:
 
 
 def test_core_never_imports_the_edges() -> None:
-    """import-linter: attacks, defenses, monitors, models, data and assess never import gateway, cli or reports."""
+    """import-linter: attacks, defenses, detectors, monitors, models, data and assess never import gateway, cli or reports."""
     p = subprocess.run([*_tool("lint-imports")], cwd=ROOT, capture_output=True, text=True)
     assert p.returncode == 0 and "1 kept, 0 broken" in p.stdout, p.stdout + p.stderr

@@ -1,0 +1,7 @@
+"""Detectors of single adversarial or out-of-distribution inputs."""
+
+from __future__ import annotations
+
+from bastion.detectors.input.mahalanobis import Mahalanobis
+
+__all__ = ["Mahalanobis"]

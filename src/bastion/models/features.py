@@ -1,0 +1,50 @@
+"""Intermediate features of a differentiable model: what detectors that model a network's representation read."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from bastion.errors import ConfigError
+
+
+def feature_layer(module: nn.Module, layer: str | None = None) -> tuple[str, nn.Module]:
+    """The module whose input is taken as the features: ``layer`` by name, else the last ``nn.Linear`` (the
+    classifier head, whose input is the penultimate representation)."""
+    named = dict(module.named_modules())
+    if layer is not None:
+        if layer not in named:
+            linear = [n for n, m in named.items() if isinstance(m, nn.Linear)]
+            raise ConfigError(f"the model has no layer {layer!r}; its linear layers are: {', '.join(linear) or 'none'}")
+        return layer, named[layer]
+    last = [(n, m) for n, m in named.items() if isinstance(m, nn.Linear)]
+    if not last:
+        raise ConfigError(
+            "the model has no nn.Linear head to read penultimate features from; name a layer= whose input to use"
+        )
+    return last[-1]
+
+
+def penultimate(classifier: object, layer: str | None = None) -> Callable[[Tensor], Tensor]:
+    """A function mapping inputs (N, *shape) to the (N, D) input of the model's head (or of ``layer``), computed
+    with one forward pass of ``classifier`` (a TorchClassifier: its normalisation and chunking apply)."""
+    module = getattr(classifier, "module", None)
+    if not isinstance(module, nn.Module) or not hasattr(classifier, "logits"):
+        raise ConfigError(
+            f"features need a differentiable torch model (a TorchClassifier), got {type(classifier).__name__}"
+        )
+    _, target = feature_layer(module, layer)
+
+    def features(x: Tensor) -> Tensor:
+        captured: list[Tensor] = []
+        handle = target.register_forward_pre_hook(lambda _m, args: captured.append(args[0].flatten(1)))
+        try:
+            with torch.no_grad():
+                classifier.logits(x)
+        finally:
+            handle.remove()
+        return torch.cat(captured)
+
+    return features

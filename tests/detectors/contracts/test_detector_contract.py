@@ -1,0 +1,65 @@
+"""One contract over every registered detector: a false-positive rate that holds on unseen clean data, clear errors,
+deterministic scores, and out-of-distribution inputs flagged."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+
+from bastion.data import Dataset
+from bastion.detectors import DETECTORS, FittedThreshold
+from bastion.detectors.input import Mahalanobis
+from bastion.errors import ConfigError, InputValidationError
+from bastion.models.zoo import TrainedModel
+
+BUILD: dict[str, Callable[[TrainedModel], FittedThreshold]] = {
+    "mahalanobis": lambda m: Mahalanobis(model=m.classifier),
+}
+
+
+def test_every_detector_is_covered() -> None:
+    assert set(BUILD) == set(DETECTORS.names())
+
+
+@pytest.fixture(scope="module", params=sorted(BUILD))
+def fitted(request: pytest.FixtureRequest, digits_model: TrainedModel, digits: Dataset) -> FittedThreshold:
+    return BUILD[request.param](digits_model).fit(digits.x_train, digits.y_train)
+
+
+def test_false_positive_rate_holds_on_unseen_clean_data(fitted: FittedThreshold, digits: Dataset) -> None:
+    assert fitted.threshold_ == fitted.threshold_  # not NaN
+    assert fitted.clean_fpr_ <= fitted.fpr + 0.01
+    flagged = float(fitted.predict(digits.x_test).float().mean())
+    assert flagged <= 3 * fitted.fpr, flagged  # 360 test inputs the detector never saw
+
+
+def test_scores_are_per_input_finite_and_deterministic(fitted: FittedThreshold, digits: Dataset) -> None:
+    s = fitted.score(digits.x_test[:20])
+    assert s.shape == (20,) and s.dtype == torch.float32 and bool(torch.isfinite(s).all())
+    assert torch.equal(s, fitted.score(digits.x_test[:20]))
+    assert fitted.predict(digits.x_test[:20]).dtype == torch.bool
+
+
+def test_out_of_distribution_inputs_are_flagged(fitted: FittedThreshold) -> None:
+    noise = torch.rand(200, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert float(fitted.predict(noise).float().mean()) >= 0.9
+
+
+def test_bad_input_and_misuse_get_clear_errors(fitted: FittedThreshold, digits_model: TrainedModel) -> None:
+    with pytest.raises(InputValidationError, match="shape"):
+        fitted.score(torch.rand(3, 1, 4, 4))
+    with pytest.raises(InputValidationError):
+        fitted.score(torch.full((2, 1, 8, 8), float("nan")))
+    fresh = BUILD[fitted.name](digits_model)
+    with pytest.raises(ConfigError, match="not fitted"):
+        fresh.predict(torch.rand(2, 1, 8, 8))
+    with pytest.raises(InputValidationError, match="more clean inputs"):
+        fresh.fit(torch.rand(30, 1, 8, 8), torch.zeros(30, dtype=torch.long))
+
+
+def test_settings_are_checked(digits_model: TrainedModel) -> None:
+    for name in DETECTORS.names():
+        with pytest.raises(ConfigError, match="fpr"):
+            type(BUILD[name](digits_model))(model=digits_model.classifier, fpr=0.0)  # type: ignore[call-arg]
