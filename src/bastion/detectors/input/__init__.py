@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from bastion.detectors.input.mahalanobis import Mahalanobis
+from bastion.detectors.input.squeeze import FeatureSqueezing
 
-__all__ = ["Mahalanobis"]
+__all__ = ["FeatureSqueezing", "Mahalanobis"]
