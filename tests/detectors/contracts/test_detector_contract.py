@@ -3,6 +3,7 @@ deterministic scores, and out-of-distribution inputs flagged."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import pytest
@@ -12,7 +13,7 @@ from bastion import PGD, Norm, ThreatModel
 from bastion.data import Dataset
 from bastion.defenses.preprocessing import BitDepth
 from bastion.detectors import DETECTORS, FittedThreshold
-from bastion.detectors.input import FeatureSqueezing, Mahalanobis
+from bastion.detectors.input import FeatureSqueezing, Mahalanobis, Reconstruction
 from bastion.errors import ConfigError, InputValidationError
 from bastion.models.zoo import TrainedModel
 
@@ -20,6 +21,7 @@ BUILD: dict[str, Callable[[TrainedModel], FittedThreshold]] = {
     "mahalanobis": lambda m: Mahalanobis(model=m.classifier),
     # 8x8 digits with 17 grey levels: bit depth 2 is the squeezer that leaves them recognisable
     "feature-squeezing": lambda m: FeatureSqueezing(model=m.classifier, squeezers=(BitDepth(2),)),
+    "reconstruction": lambda m: Reconstruction(bounds=m.classifier.spec.bounds),
 }
 
 
@@ -37,6 +39,7 @@ def _pgd(m: TrainedModel, d: Dataset) -> torch.Tensor:
 POSITIVES: dict[str, tuple[Callable[[TrainedModel, Dataset], torch.Tensor], float]] = {
     "mahalanobis": (_noise, 0.9),  # out-of-distribution inputs
     "feature-squeezing": (_pgd, 0.3),  # adversarial examples
+    "reconstruction": (_noise, 0.9),  # off the data manifold
 }
 
 
@@ -83,4 +86,4 @@ def test_bad_input_and_misuse_get_clear_errors(fitted: FittedThreshold, digits_m
 def test_settings_are_checked(digits_model: TrainedModel) -> None:
     for name in DETECTORS.names():
         with pytest.raises(ConfigError, match="fpr"):
-            type(BUILD[name](digits_model))(model=digits_model.classifier, fpr=0.0)  # type: ignore[call-arg]
+            dataclasses.replace(BUILD[name](digits_model), fpr=0.0)

@@ -1,0 +1,113 @@
+"""MagNet's detector: inputs an autoencoder of the clean data cannot reconstruct are off the data manifold."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bastion._torch import batch_slices
+from bastion.detectors.base import DETECTORS, FittedThreshold
+from bastion.errors import ConfigError
+
+
+def _autoencoder(input_shape: tuple[int, ...]) -> nn.Module:
+    """MagNet's small conv autoencoder for images (two 3x3 conv layers each side, sigmoid output scaled to the
+    bounds by the caller); a bottleneck MLP for anything else."""
+    if len(input_shape) == 3 and min(input_shape[1:]) >= 4:
+        c = input_shape[0]
+        return nn.Sequential(
+            nn.Conv2d(c, 16, 3, padding=1),
+            nn.Sigmoid(),
+            nn.AvgPool2d(2, ceil_mode=True),
+            nn.Conv2d(16, 16, 3, padding=1),
+            nn.Sigmoid(),
+            nn.Upsample(size=input_shape[1:]),
+            nn.Conv2d(16, 16, 3, padding=1),
+            nn.Sigmoid(),
+            nn.Conv2d(16, c, 3, padding=1),
+        )
+    d = math.prod(input_shape)
+    hidden = max(4, d // 4)
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(d, 2 * hidden),
+        nn.ReLU(),
+        nn.Linear(2 * hidden, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, 2 * hidden),
+        nn.ReLU(),
+        nn.Linear(2 * hidden, d),
+        nn.Unflatten(1, input_shape),
+    )
+
+
+@DETECTORS.register("reconstruction")
+@dataclass
+class Reconstruction(FittedThreshold):
+    """Score: the mean absolute reconstruction error of an autoencoder trained on the clean inputs (scaled to
+    [0, 1] across ``bounds``). Needs no model at all, so it stands in front of any classifier.
+
+    Paper: Meng & Chen, "MagNet: a two-pronged defense against adversarial examples", CCS 2017 (the detector by
+    reconstruction error; the reformer and the probability-divergence detector are not used).
+
+    Args:
+        bounds: the inputs' value range (the model's ``spec.bounds``).
+        epochs, batch_size, lr, noise: training of the autoencoder (``noise``: Gaussian noise added to its inputs
+            while training, as MagNet does, in units of the range).
+    """
+
+    name: ClassVar[str] = "reconstruction"
+    bounds: tuple[float, float] = (0.0, 1.0)
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 1e-3
+    noise: float = 0.025
+    _net: nn.Module | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        lo, hi = self.bounds
+        if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
+            raise ConfigError(f"bounds must be finite with low < high, got {self.bounds}")
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ConfigError(f"epochs must be an int >= 1, got {self.epochs!r}")
+
+    def _unit(self, x: Tensor) -> Tensor:
+        lo, hi = self.bounds
+        return (x.float() - lo) / (hi - lo)
+
+    def _fit(self, x: Tensor, y: Tensor | None) -> None:
+        del y
+        g = torch.Generator().manual_seed(self.seed)
+        torch.manual_seed(self.seed)
+        net = _autoencoder(tuple(x.shape[1:]))
+        opt = torch.optim.Adam(net.parameters(), self.lr)
+        u = self._unit(x)
+        net.train()
+        for _ in range(self.epochs):
+            perm = torch.randperm(u.shape[0], generator=g)
+            for s in batch_slices(u.shape[0], self.batch_size):
+                xb = u[perm[s]]
+                noisy = (xb + self.noise * torch.randn(xb.shape, generator=g)).clamp(0, 1)
+                loss = F.mse_loss(torch.sigmoid(net(noisy)), xb)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        self._net = net.eval()
+
+    def _score(self, x: Tensor) -> Tensor:
+        assert self._net is not None
+        u = self._unit(x)
+        with torch.no_grad():
+            parts = [
+                (torch.sigmoid(self._net(u[s])) - u[s]).abs().flatten(1).mean(1) for s in batch_slices(u.shape[0], 512)
+            ]
+        return torch.cat(parts)
+
+    def params(self) -> dict[str, Any]:
+        return {**super().params(), "epochs": self.epochs, "noise": self.noise}
