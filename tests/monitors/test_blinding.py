@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from bastion import Norm, SimBA, Square, ThreatModel
+from bastion._cache import cache_dir
 from bastion.data import Dataset, load_dataset
 from bastion.models.zoo import TrainedModel, train_model
 from bastion.monitors import MONITORS, QueryEvent
 from bastion.monitors.query_patterns import ProbingMonitor, ProbingSettings
-from bastion.monitors.similarity import EncoderSettings, cache_dir, encoder_for
+from bastion.monitors.similarity import EncoderSettings, encoder_for
 
 
 def blind(x: torch.Tensor, g: torch.Generator, sigma: float = 0.1, shift: int = 2) -> torch.Tensor:

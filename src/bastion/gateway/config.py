@@ -129,6 +129,42 @@ class MonitorsConfig(BaseModel):
         return getattr(self, name)
 
 
+class MahalanobisConfig(_Strict):
+    """Mahalanobis distance over the penultimate features of the model's first torch member."""
+
+    enabled: bool = True
+    layer: str | None = Field(None, description="module whose input are the features (default: the last Linear)")
+    shrinkage: float = Field(1e-3, ge=0)
+
+
+class SqueezingConfig(_Strict):
+    """Feature squeezing: change of the model's probabilities under bit-depth reduction (and a median filter)."""
+
+    enabled: bool = True
+    bit_depth: int = Field(4, ge=1, le=8)
+    median: int | None = Field(None, ge=0, description="median window; None: 2 for images of 16 px or more; 0: off")
+
+
+class ReconstructionConfig(_Strict):
+    """MagNet's autoencoder reconstruction error (trained at startup on the baseline, then cached)."""
+
+    enabled: bool = True
+    epochs: int = Field(10, ge=1, le=1000)
+
+
+class DetectorsConfig(_Strict):
+    """Input detectors in front of each served model: every detector's scores go into the audit event, the
+    ``adversarial_inputs`` monitor turns an unusual share of a key's flagged inputs into an alert, and ``reject``
+    refuses any request with a flagged input (422)."""
+
+    enabled: bool = True
+    fpr: float = Field(0.05, gt=0, lt=0.5, description="false-positive rate each detector's threshold is set at")
+    reject: bool = False
+    mahalanobis: MahalanobisConfig = MahalanobisConfig()
+    squeezing: SqueezingConfig = SqueezingConfig()
+    reconstruction: ReconstructionConfig = ReconstructionConfig()
+
+
 class AuditConfig(_Strict):
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
 
@@ -143,6 +179,7 @@ class GatewayConfig(_Strict):
     levels: LevelsConfig = LevelsConfig()
     threat: ThreatConfig = ThreatConfig()
     monitors: MonitorsConfig = MonitorsConfig()
+    detectors: DetectorsConfig = DetectorsConfig()
     audit: AuditConfig = AuditConfig()
 
     @field_validator("models")

@@ -27,6 +27,7 @@ STATUS: dict[str, int] = {
     "non_finite": 422,
     "out_of_bounds": 422,
     "bad_status": 422,
+    "input_rejected": 422,  # the input detectors flagged it and the policy rejects flagged inputs
     # who is asking
     "missing_key": 401,
     "malformed_key": 401,

@@ -19,6 +19,9 @@ class GatewayMetrics:
             registry=self.registry,
         )
         self.alerts = Counter("bastion_alerts", "Monitor alerts by kind", ["kind"], registry=self.registry)
+        self.flagged = Counter(
+            "bastion_inputs_flagged", "Inputs any input detector flagged, by model", ["model"], registry=self.registry
+        )
         self.service_level = Gauge(
             "bastion_service_threat_level", "0 normal, 1 elevated, 2 under attack", registry=self.registry
         )

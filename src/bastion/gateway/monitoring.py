@@ -15,7 +15,7 @@ from bastion.monitors.base import Monitor
 CALIBRATION_INPUTS = 12_000  # the probing monitor trains its encoder on 10,000 and calibrates on 2,000 unseen
 
 
-def _clean_inputs(config: GatewayConfig, name: str, model: Ensemble) -> torch.Tensor:
+def clean_inputs(config: GatewayConfig, name: str, model: Ensemble) -> torch.Tensor:
     dataset = config.monitors.baseline
     if dataset is None:
         first = config.models[name].paths[0]
@@ -44,8 +44,11 @@ def _clean_inputs(config: GatewayConfig, name: str, model: Ensemble) -> torch.Te
     return x
 
 
-def build_monitors(config: GatewayConfig, models: dict[str, Ensemble]) -> dict[str, list[Monitor]]:
-    """Per served model: every registered monitor that ``config.monitors`` enables, calibrated on clean inputs."""
+def build_monitors(
+    config: GatewayConfig, models: dict[str, Ensemble], clean: dict[str, torch.Tensor] | None = None
+) -> dict[str, list[Monitor]]:
+    """Per served model: every registered monitor that ``config.monitors`` enables, calibrated on clean inputs
+    (``clean[name]``, else read as :func:`clean_inputs` does)."""
     mc = config.monitors
     enabled = [name for name in MONITORS.names() if mc.settings(name).enabled]
     out: dict[str, list[Monitor]] = {}
@@ -53,8 +56,8 @@ def build_monitors(config: GatewayConfig, models: dict[str, Ensemble]) -> dict[s
         if not enabled:
             out[name] = []
             continue
-        clean = _clean_inputs(config, name, model)
+        x = clean[name] if clean is not None and name in clean else clean_inputs(config, name, model)
         with torch.no_grad():
-            probs = model.predict(clean).probs
-        out[name] = [MONITORS.get(m).build(mc.settings(m), clean, probs) for m in enabled]
+            probs = model.predict(x).probs
+        out[name] = [MONITORS.get(m).build(mc.settings(m), x, probs) for m in enabled]
     return out

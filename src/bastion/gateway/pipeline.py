@@ -24,6 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bastion.defenses.ensemble import Ensemble
 from bastion.defenses.postprocessing import Chain, Release, create_chain
+from bastion.detectors.screen import Screen
 from bastion.gateway.audit import AuditLog, input_hash
 from bastion.gateway.auth import AuthError, KeyManager, Principal, Scope
 from bastion.gateway.config import GatewayConfig, LevelPolicy
@@ -100,6 +101,7 @@ class Gateway:
         models: dict[str, Ensemble],
         monitors: dict[str, list[Monitor]] | None = None,
         *,
+        screens: dict[str, Screen] | None = None,
         secret: bytes,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -107,6 +109,7 @@ class Gateway:
         self.store = store
         self.models = models
         self.monitors = {name: list((monitors or {}).get(name, [])) for name in models}
+        self.screens = {name: (screens or {}).get(name, Screen(())) for name in models}
         self.clock = clock
         self.keys = KeyManager(store, secret)
         r = config.rate
@@ -155,14 +158,18 @@ class Gateway:
             ]
             models[name] = Ensemble(members)
         built = None
+        screens: dict[str, Screen] = {}
         if monitors:  # before the store too: a monitor that cannot be calibrated leaves nothing behind
-            from bastion.gateway.monitoring import build_monitors
+            from bastion.gateway.monitoring import build_monitors, clean_inputs
+            from bastion.gateway.screening import build_screen
 
-            built = build_monitors(config, models)
+            clean = {name: clean_inputs(config, name, model) for name, model in models.items()}
+            built = build_monitors(config, models, clean)
+            screens = {name: build_screen(config.detectors, name, model, clean[name]) for name, model in models.items()}
         from bastion.gateway.admin import open_store
 
         store, secret = open_store(config)
-        return cls(config, store, models, built, secret=secret)
+        return cls(config, store, models, built, screens=screens, secret=secret)
 
     def close(self) -> None:
         self.store.close()
@@ -282,14 +289,33 @@ class Gateway:
             )
         out = model.predict(x)
         labels = out.probs.argmax(1)
+        screen = self.screens[req.model]
+        detections = screen(x) if len(screen) else ()
+        if detections:  # every detector's scores, per input, in the request's audit event
+            trace.output["detectors"] = {
+                d.detector: [round(float(v), 5) for v in d.scores.tolist()] for d in detections
+            }
         now = self.clock()
-        event = QueryEvent(principal.key_id, req.model, now, x.flatten(1), out.probs, labels)
+        event = QueryEvent(principal.key_id, req.model, now, x.flatten(1), out.probs, labels, detections)
         trace.alerts = self._observe(event, assessment=principal.assessment)
+        flagged = Screen.flagged(detections)
+        if detections:
+            n_flagged = int(flagged.sum())
+            trace.output["flagged"] = flagged.nonzero().flatten().tolist()
+            if n_flagged:
+                self.metrics.flagged.labels(req.model).inc(n_flagged)
+            if n_flagged and self.config.detectors.reject:
+                raise GatewayError(
+                    "input_rejected",
+                    f"input(s) {trace.output['flagged'][:10]} were rejected by the service's input screening: they do "
+                    "not look like the data this model serves; send unmodified inputs of the model's domain",
+                )
         level = self.level_for(principal)
         chain = self._chains[level] if principal.allows(Scope.PREDICT_SCORES) else self._labels_only
         released = chain(out.probs)
         reply = self._reply(trace.request_id, req.model, labels, released, chain, level)
         trace.output = {
+            **trace.output,
             "labels": reply.labels,
             "release": reply.release,
             "threat_level": reply.threat_level,

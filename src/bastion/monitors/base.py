@@ -25,11 +25,24 @@ class Severity(IntEnum):
 
 
 @dataclass(frozen=True)
+class Detection:
+    """What one input detector (``bastion.detectors``) said about a request's inputs: ``scores`` (N,), higher is more
+    suspicious, ``flagged`` (N,) bool (score above its threshold), and ``fpr``, the false-positive rate its threshold
+    was set at on clean held-out data, so a monitor can tell an unusual share of flags from the expected one."""
+
+    detector: str
+    scores: Tensor
+    flagged: Tensor
+    fpr: float
+
+
+@dataclass(frozen=True)
 class QueryEvent:
     """One answered request: who asked, what, and what the model said.
 
     ``inputs`` are the validated inputs flattened to (N, D) float32 in the model's input space; ``probs`` the model's
-    unmodified probabilities (N, K); ``labels`` their argmax (N,).
+    unmodified probabilities (N, K); ``labels`` their argmax (N,); ``detections`` the served model's input
+    detectors' verdicts on the inputs (empty where none are configured).
     """
 
     key_id: str
@@ -38,6 +51,7 @@ class QueryEvent:
     inputs: Tensor
     probs: Tensor
     labels: Tensor
+    detections: tuple[Detection, ...] = ()
 
 
 @dataclass(frozen=True)

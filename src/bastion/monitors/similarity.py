@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from bastion._cache import cache_dir
 from bastion.errors import InputValidationError
 
 log = logging.getLogger(__name__)
@@ -230,15 +231,6 @@ class SimilarityEncoder:
         if is_image(shape):
             net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         return cls(net, shape, (float(lo), float(hi)))
-
-
-def cache_dir() -> Path:
-    """Where trained encoders are kept: $BASTION_CACHE_DIR, else $XDG_CACHE_HOME/bastion, else ~/.cache/bastion."""
-    env = os.environ.get("BASTION_CACHE_DIR")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "bastion"
 
 
 def encoder_for(

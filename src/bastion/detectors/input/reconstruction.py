@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from bastion._torch import batch_slices
 from bastion.detectors.base import DETECTORS, FittedThreshold
-from bastion.errors import ConfigError
+from bastion.errors import ConfigError, InputValidationError
+
+FORMAT = 1  # of saved autoencoders; a change retrains cached ones
 
 
 def _autoencoder(input_shape: tuple[int, ...]) -> nn.Module:
@@ -109,5 +116,55 @@ class Reconstruction(FittedThreshold):
             ]
         return torch.cat(parts)
 
+    def score_with_grad(self, x: Tensor) -> Tensor:
+        """Exact: the autoencoder is differentiable."""
+        self._check(x)
+        assert self._net is not None
+        u = self._unit(x)
+        return (torch.sigmoid(self._net(u)) - u).abs().flatten(1).mean(1)
+
     def params(self) -> dict[str, Any]:
         return {**super().params(), "epochs": self.epochs, "noise": self.noise}
+
+    def save(self, path: Path) -> None:
+        """The fitted detector as safetensors (weights, threshold and settings as metadata; no pickle)."""
+        if self._net is None or self.input_shape is None:
+            raise ConfigError("reconstruction is not fitted: call fit(clean_x) before save()")
+        meta = {
+            "format": str(FORMAT),
+            "input_shape": json.dumps(list(self.input_shape)),
+            "settings": json.dumps(
+                {**self.params(), "bounds": list(self.bounds), "batch_size": self.batch_size, "lr": self.lr}
+            ),
+            "threshold": repr(self.threshold_),
+            "clean_fpr": repr(self.clean_fpr_),
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file({k: v.contiguous() for k, v in self._net.state_dict().items()}, str(tmp), metadata=meta)
+        os.replace(tmp, path)  # never a half-written file under the final name
+
+    @classmethod
+    def load(cls, path: Path) -> Reconstruction:
+        """A detector saved by :meth:`save`."""
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        if meta.get("format") != str(FORMAT):
+            raise InputValidationError(f"{path} is not a saved reconstruction detector of format {FORMAT}")
+        st = json.loads(meta["settings"])
+        det = cls(
+            fpr=st["fpr"],
+            holdout=st["holdout"],
+            seed=st["seed"],
+            bounds=tuple(st["bounds"]),
+            epochs=st["epochs"],
+            batch_size=st["batch_size"],
+            lr=st["lr"],
+            noise=st["noise"],
+        )
+        shape = tuple(json.loads(meta["input_shape"]))
+        net = _autoencoder(shape)
+        net.load_state_dict(load_file(str(path)))
+        det._net, det.input_shape = net.eval(), shape
+        det.threshold_, det.clean_fpr_ = float(meta["threshold"]), float(meta["clean_fpr"])
+        return det
