@@ -96,6 +96,12 @@ class FittedThreshold(abc.ABC):
             raise ConfigError(f"{self.name} is not fitted: call fit(clean_x{', y' if self.needs_labels else ''}) first")
         raise_if(tensor_problems(x, name="x", input_shape=self.input_shape), f"{self.name} input")
 
+    def score_with_grad(self, x: Tensor) -> Tensor:
+        """(N,) scores as a differentiable function of ``x``, for adaptive attacks that know the detector (Tramèr
+        et al. 2020): exact where the detector is differentiable, a straight-through (BPDA, Athalye et al. 2018)
+        approximation where it is not. Detectors without one raise NotImplementedError."""
+        raise NotImplementedError(f"the {self.name} detector has no differentiable score")
+
     @abc.abstractmethod
     def _fit(self, x: Tensor, y: Tensor | None) -> None: ...
 

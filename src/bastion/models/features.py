@@ -27,9 +27,10 @@ def feature_layer(module: nn.Module, layer: str | None = None) -> tuple[str, nn.
     return last[-1]
 
 
-def penultimate(classifier: object, layer: str | None = None) -> Callable[[Tensor], Tensor]:
+def penultimate(classifier: object, layer: str | None = None, *, grad: bool = False) -> Callable[[Tensor], Tensor]:
     """A function mapping inputs (N, *shape) to the (N, D) input of the model's head (or of ``layer``), computed
-    with one forward pass of ``classifier`` (a TorchClassifier: its normalisation and chunking apply)."""
+    with one forward pass of ``classifier`` (a TorchClassifier: its normalisation and chunking apply); with
+    ``grad`` the features stay differentiable in the inputs (for adaptive attacks)."""
     module = getattr(classifier, "module", None)
     if not isinstance(module, nn.Module) or not hasattr(classifier, "logits"):
         raise ConfigError(
@@ -41,7 +42,7 @@ def penultimate(classifier: object, layer: str | None = None) -> Callable[[Tenso
         captured: list[Tensor] = []
         handle = target.register_forward_pre_hook(lambda _m, args: captured.append(args[0].flatten(1)))
         try:
-            with torch.no_grad():
+            with torch.set_grad_enabled(grad):
                 classifier.logits(x)
         finally:
             handle.remove()

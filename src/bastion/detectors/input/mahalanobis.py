@@ -37,6 +37,7 @@ class Mahalanobis(FittedThreshold):
     layer: str | None = None
     shrinkage: float = 1e-3
     _features: Any = field(default=None, init=False, repr=False)
+    _features_grad: Any = field(default=None, init=False, repr=False)
     _means: Tensor | None = field(default=None, init=False, repr=False)
     _chol: Tensor | None = field(default=None, init=False, repr=False)
 
@@ -47,6 +48,7 @@ class Mahalanobis(FittedThreshold):
         if not self.shrinkage >= 0:
             raise ConfigError(f"shrinkage must be >= 0, got {self.shrinkage}")
         self._features = penultimate(self.model, self.layer)
+        self._features_grad = penultimate(self.model, self.layer, grad=True)
 
     def _fit(self, x: Tensor, y: Tensor | None) -> None:
         assert y is not None
@@ -66,12 +68,19 @@ class Mahalanobis(FittedThreshold):
         return torch.cat([self._features(x[s]) for s in batch_slices(x.shape[0], 512)]).double()
 
     def _score(self, x: Tensor) -> Tensor:
+        return self._distance(self._feats(x))
+
+    def score_with_grad(self, x: Tensor) -> Tensor:
+        """Exact: the features and the distance are differentiable (the min over classes by subgradient)."""
+        self._check(x)
+        return self._distance(self._features_grad(x).double())
+
+    def _distance(self, f: Tensor) -> Tensor:
         assert self._means is not None and self._chol is not None
-        f = self._feats(x)
         diff = (f[:, None, :] - self._means[None]).reshape(-1, f.shape[1])  # (N*C, D)
         white = torch.linalg.solve_triangular(self._chol, diff.T, upper=False)  # (D, N*C)
         d2 = white.pow(2).sum(0).reshape(f.shape[0], -1)
-        return d2.min(1).values.sqrt().float()
+        return d2.min(1).values.clamp_min(1e-12).sqrt().float()
 
     def params(self) -> dict[str, Any]:
         return {**super().params(), "layer": self.layer, "shrinkage": self.shrinkage}
