@@ -153,7 +153,11 @@ def run_assessment(
     idx = select_samples(int(x_test.shape[0]), policy.samples, policy.seed)
     x, y = x_test[idx], y_test[idx]
     clean_pred = predict_labels(model, x, batch_size=policy.batch_size)
-    data = AssessData(x, y, idx, clean_pred, policy.batch_size, policy.confidence)
+    rest = torch.ones(int(x_test.shape[0]), dtype=torch.bool)
+    rest[idx] = False
+    data = AssessData(
+        x, y, idx, clean_pred, policy.batch_size, policy.confidence, reference_x=x_test[rest], reference_y=y_test[rest]
+    )
     device = getattr(model, "device", "cpu")
 
     results: list[FamilyResult] = []

@@ -12,9 +12,10 @@ from torch import Tensor
 
 from bastion._cache import cache_dir
 from bastion.defenses.ensemble import Ensemble
-from bastion.defenses.preprocessing import BitDepth, MedianFilter, Squeezer
+from bastion.defenses.preprocessing import MedianFilter
 from bastion.detectors.base import FittedThreshold
 from bastion.detectors.input import FeatureSqueezing, Mahalanobis, Reconstruction
+from bastion.detectors.input.squeeze import default_squeezers
 from bastion.detectors.screen import Screen
 from bastion.errors import ConfigError
 from bastion.gateway.config import DetectorsConfig
@@ -78,10 +79,10 @@ def build_screen(cfg: DetectorsConfig, name: str, model: Ensemble, clean: Tensor
     if s.enabled:
         shape = model.spec.input_shape
         image = len(shape) == 3
-        median = s.median if s.median is not None else (2 if image and min(shape[1:]) >= 16 else 0)
+        median = s.median
         if median and not image:
             raise ConfigError(f"detectors.squeezing.median needs image inputs; model {name!r} takes {shape}: set 0")
-        squeezers: tuple[Squeezer, ...] = (BitDepth(s.bit_depth),) + ((MedianFilter(median),) if median else ())
+        squeezers = default_squeezers(shape, s.bit_depth) + ((MedianFilter(median),) if median else ())
         detectors.append(FeatureSqueezing(fpr=cfg.fpr, model=model, squeezers=squeezers).fit(clean))
     if cfg.reconstruction.enabled:
         detectors.append(_reconstruction(cfg, clean, tuple(model.spec.bounds)))  # type: ignore[arg-type]

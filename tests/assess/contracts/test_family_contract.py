@@ -19,12 +19,21 @@ from bastion.models.zoo import TrainedModel
 SMALL: dict[str, dict[str, Any]] = {  # cheap settings per family; a new family adds one line here
     "evasion": {"attack": "fgsm", "eps": [0.05, 0.1]},
     "corruption": {"severities": [1, 5]},
+    "detection": {
+        "attacks": [{"attack": "fgsm", "eps": 0.2}],
+        "adaptive_eps": 0.2,
+        "adaptive_steps": 10,
+        "bit_depth": 2,
+        "reconstruction_epochs": 5,
+    },
 }
 
 
 def _data(model: TrainedModel, digits: Dataset, n: int = 40) -> AssessData:
     x, y = digits.x_test[:n], digits.y_test[:n]
-    return AssessData(x, y, torch.arange(n), predict_labels(model.classifier, x), 64, 0.95)
+    clean = predict_labels(model.classifier, x)
+    # the rest of the test split is the clean reference data, as the runner gives it
+    return AssessData(x, y, torch.arange(n), clean, 64, 0.95, digits.x_test[n:], digits.y_test[n:])
 
 
 def _run(name: str, model: TrainedModel, digits: Dataset, seed: int = 0) -> FamilyResult:

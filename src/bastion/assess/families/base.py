@@ -35,7 +35,10 @@ class FamilySettings(BaseModel):
 
 @dataclass(frozen=True)
 class AssessData:
-    """The assessed inputs, shared by every family: a seeded subset of the test split and the clean predictions."""
+    """The assessed inputs, shared by every family: a seeded subset of the test split and the clean predictions.
+
+    ``reference_x`` / ``reference_y`` are the rest of the test split: clean data, disjoint from the assessed inputs,
+    for families that must fit something first (the detection family fits its detectors on them)."""
 
     x: Tensor
     y: Tensor
@@ -43,6 +46,8 @@ class AssessData:
     clean_pred: Tensor
     batch_size: int
     confidence: float
+    reference_x: Tensor | None = None
+    reference_y: Tensor | None = None
 
     @property
     def correct(self) -> Tensor:

@@ -79,13 +79,14 @@ def render_html(report: Report) -> str:
     ]
     if report.checks:
         parts += ["<h2>Thresholds</h2>", _checks(report)]
-    parts += [
-        "<h2>Robust accuracy against budget</h2>",
-        "<figure>",
-        _img(robustness_curves(report.attacks, report.clean_accuracy), "robust accuracy vs eps", "fig-robustness"),
-        "<figcaption>Each point is one attack at one budget eps; the dashed line is clean accuracy.</figcaption>"
-        "</figure>",
-    ]
+    if report.attacks:  # a policy of other families only (corruption, detection) has no evasion curves
+        parts += [
+            "<h2>Robust accuracy against budget</h2>",
+            "<figure>",
+            _img(robustness_curves(report.attacks, report.clean_accuracy), "robust accuracy vs eps", "fig-robustness"),
+            "<figcaption>Each point is one attack at one budget eps; the dashed line is clean accuracy.</figcaption>"
+            "</figure>",
+        ]
     if report.examples:
         parts += [
             "<h2>Clean and adversarial examples</h2><figure>",
@@ -95,10 +96,14 @@ def render_html(report: Report) -> str:
         ]
     for section in report.sections:
         parts += _section(section)
+    if report.attacks:
+        parts += [
+            "<h2>Perturbation sizes</h2><figure>",
+            _img(perturbation_histogram(report.attacks), "histogram of perturbation sizes", "fig-perturbations"),
+            "<figcaption>Norms of the successful perturbations, per attack, at its showcase budget.</figcaption>"
+            "</figure>",
+        ]
     parts += [
-        "<h2>Perturbation sizes</h2><figure>",
-        _img(perturbation_histogram(report.attacks), "histogram of perturbation sizes", "fig-perturbations"),
-        "<figcaption>Norms of the successful perturbations, per attack, at its showcase budget.</figcaption></figure>",
         *_black_box_section(report),
         "<h2>Threats covered</h2>",
         _threats(report),
