@@ -19,6 +19,7 @@ from bastion.cli._console import err_console
 from bastion.cli.assess import assess
 from bastion.cli.audit import audit_app
 from bastion.cli.demo import demo
+from bastion.cli.drift import drift
 from bastion.cli.incidents import incidents_app
 from bastion.cli.keys import keys_app
 from bastion.cli.serve import serve
@@ -37,6 +38,7 @@ app.command()(train)
 app.command()(assess)
 app.command()(demo)
 app.command()(serve)
+app.command()(drift)
 app.add_typer(keys_app, name="keys")
 app.add_typer(incidents_app, name="incidents")
 app.add_typer(audit_app, name="audit")

@@ -127,6 +127,12 @@ class KeyStates(Generic[S]):
     def pop(self, key_id: str) -> None:
         self._states.pop(key_id, None)
 
+    def items(self) -> list[tuple[str, S]]:
+        return list(self._states.items())
+
+    def clear(self) -> None:
+        self._states.clear()
+
     def __contains__(self, key_id: object) -> bool:
         return key_id in self._states
 

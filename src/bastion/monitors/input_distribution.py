@@ -1,0 +1,139 @@
+"""Input distribution: has what the service is asked moved away from the data the model was built for?
+
+Service-wide (every key's inputs to one model, in arrival order): each ``window`` of inputs is compared with a
+reference sample of the model's clean data by an MMD permutation test and by per-feature KS tests with
+false-discovery control (``bastion.detectors.drift``). Drift is not an attack, so the alert is informational (it
+opens an incident with the retraining playbook and moves no threat level); it names the key that sent most of the
+drifted window when one key sent at least half of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from pydantic import Field
+from torch import Tensor
+
+from bastion.detectors.drift import SlidingWindow, ks_test, mmd_test
+from bastion.errors import InputValidationError
+from bastion.monitors.base import Alert, KeyStates, QueryEvent, Severity
+from bastion.monitors.registry import MONITORS, MonitorKind, MonitorSettings
+
+
+@dataclass
+class _Count:
+    inputs: int = 0
+
+
+@dataclass
+class InputDistributionMonitor:
+    """See the module docstring. ``reference``: clean inputs (N, D); a window drifts when the MMD p-value is at
+    most ``p_value`` or any feature's KS test is rejected at false-discovery rate ``fdr``."""
+
+    reference: Tensor
+    window: int = 500
+    p_value: float = 0.002
+    fdr: float = 0.001
+    permutations: int = 499
+    name: str = "input_distribution"
+    max_keys: int = 10_000
+    windows_tested: int = 0
+    _keys: KeyStates[_Count] = field(init=False, repr=False)  # inputs per key in the current window
+
+    def __post_init__(self) -> None:
+        if self.reference.dim() != 2 or self.reference.shape[0] < 50:
+            raise InputValidationError("reference must be (N, D) clean inputs with N >= 50")
+        if self.permutations < 1 or not 0 < self.p_value < 1 or not 0 < self.fdr < 1:
+            raise InputValidationError("permutations must be >= 1 and p_value, fdr in (0, 1)")
+        self._stream = SlidingWindow(self.reference, self.window)
+        self._keys = KeyStates(self.max_keys)
+        self._seed = 0
+
+    def forget(self, key_id: str) -> None:
+        """Nothing per key decides a drift alert; the key's share of the current window is dropped."""
+        self._keys.pop(key_id)
+
+    def observe(self, event: QueryEvent) -> list[Alert]:
+        n = int(event.inputs.shape[0])
+        self._keys.get_or_create(event.key_id, _Count).inputs += n
+        full = self._stream.add(event.inputs)
+        if full is None:
+            return []
+        shares = sorted(((k, c.inputs) for k, c in self._keys.items()), key=lambda kv: -kv[1])
+        self._keys.clear()
+        self.windows_tested += 1
+        self._seed += 1
+        mmd = mmd_test(
+            self.reference,
+            full,
+            permutations=self.permutations,
+            generator=torch.Generator().manual_seed(self._seed),
+            max_inputs=max(self.window, 1000),
+        )
+        ks = ks_test(self.reference, full, fdr=self.fdr)
+        if not (mmd.drift(self.p_value) or ks.drift):
+            return []
+        total = sum(c for _, c in shares) or 1
+        top_key, top_count = shares[0] if shares else (None, 0)
+        key = top_key if top_count * 2 >= total else None
+        drifted = int(ks.drifted.sum())
+        evidence: dict[str, Any] = {
+            "window": int(full.shape[0]),
+            "mmd2": mmd.mmd2,
+            "mmd_p_value": mmd.p_value,
+            "features_drifted": drifted,
+            "features": int(ks.statistic.numel()),
+            "top_features": [{"feature": i, "ks": s, "p_value": p} for i, s, p in ks.top(5)],
+            "keys": {k: c for k, c in shares[:5]},
+        }
+        return [
+            Alert(
+                monitor=self.name,
+                kind=self.name,
+                key_id=key,
+                severity=Severity.INFO,
+                message=(
+                    f"the last {full.shape[0]} inputs differ from the model's data (MMD p {mmd.p_value:.3g}; "
+                    f"{drifted} of {ks.statistic.numel()} features moved at FDR {self.fdr:g})"
+                    + (f"; {top_count} of them from key {key}" if key else "")
+                ),
+                score=float(mmd.mmd2),
+                atlas="",  # drift is not an ATLAS technique; the incident's playbook says what to check
+                time=event.time,
+                evidence=evidence,
+            )
+        ]
+
+
+class InputDistributionSettings(MonitorSettings):
+    window: int = Field(500, ge=50)
+    reference: int = Field(1000, ge=50, description="clean inputs kept as the reference sample")
+    p_value: float = Field(0.002, gt=0, lt=1)
+    fdr: float = Field(0.001, gt=0, lt=1)
+    permutations: int = Field(499, ge=19, le=100_000)
+
+
+def _build(st: InputDistributionSettings, clean: Tensor, probs: Tensor) -> InputDistributionMonitor:
+    del probs
+    pick = torch.randperm(clean.shape[0], generator=torch.Generator().manual_seed(0))[: st.reference]
+    return InputDistributionMonitor(
+        clean[pick].flatten(1).float(), window=st.window, p_value=st.p_value, fdr=st.fdr, permutations=st.permutations
+    )
+
+
+MONITORS.add(
+    "input_distribution",
+    MonitorKind(
+        "input_distribution",
+        InputDistributionSettings,
+        _build,
+        "Input distribution drift",
+        (
+            "Compare recent inputs with the training data (bastion drift REFERENCE CURRENT gives a report).",
+            "If the world changed, collect and label recent data, retrain and re-assess before redeploying.",
+            "If one key's inputs caused it, check them for crafted or out-of-domain data.",
+        ),
+    ),
+)

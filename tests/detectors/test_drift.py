@@ -1,0 +1,70 @@
+"""Drift tests: KS per feature with false-discovery control and the MMD permutation test."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import ks_2samp
+
+from bastion.data import Dataset
+from bastion.detectors.drift import SlidingWindow, benjamini_hochberg, ks_test, mmd_test
+from bastion.errors import InputValidationError
+
+
+def test_ks_statistics_and_p_values_match_scipy_feature_by_feature() -> None:
+    g = torch.Generator().manual_seed(0)
+    ref, cur = torch.randn(300, 6, generator=g), torch.randn(200, 6, generator=g) + torch.linspace(0, 0.6, 6)
+    res = ks_test(ref, cur, fdr=0.05)
+    for j in range(6):
+        s = ks_2samp(ref[:, j].numpy(), cur[:, j].numpy(), method="asymp")
+        assert float(res.statistic[j]) == pytest.approx(s.statistic, abs=1e-6)
+        assert float(res.p_value[j]) == pytest.approx(s.pvalue, rel=1e-6, abs=1e-12)
+    assert not bool(res.drifted[0]) and bool(res.drifted[-1])  # no shift in feature 0, 0.6 sd in the last
+
+
+def test_benjamini_hochberg_rejects_the_step_up_set() -> None:
+    p = torch.tensor([0.001, 0.008, 0.039, 0.041, 0.042, 0.06, 0.074, 0.205, 0.212, 0.216], dtype=torch.float64)
+    assert benjamini_hochberg(p, 0.05).tolist() == [True, True] + [False] * 8
+    assert benjamini_hochberg(p, 0.2).nonzero().flatten().tolist() == [0, 1, 2, 3, 4, 5, 6]
+
+
+def test_same_distribution_is_not_drift_and_a_contrast_change_is(digits: Dataset) -> None:
+    ref, cur = digits.x_train, digits.x_test
+    assert not ks_test(ref, cur, fdr=0.01).drift
+    assert mmd_test(ref, cur, permutations=200).p_value > 0.01
+    faded = cur * 0.7 + 0.15  # lower contrast, as a new camera or scanner might give
+    assert ks_test(ref, faded, fdr=0.01).drift
+    assert mmd_test(ref, faded, permutations=200).p_value <= 0.01
+
+
+def test_mmd_p_values_are_calibrated_under_the_null(digits: Dataset) -> None:
+    x = digits.x_train.flatten(1)
+    ps = []
+    for seed in range(20):
+        perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
+        ps.append(
+            mmd_test(
+                x[perm[:300]], x[perm[300:500]], permutations=100, generator=torch.Generator().manual_seed(seed)
+            ).p_value
+        )
+    assert np.mean(np.array(ps) <= 0.1) <= 0.3  # about 10% expected; a broken test rejects far more
+    assert min(ps) >= 1 / 101
+
+
+def test_bad_input_is_refused_with_the_reason() -> None:
+    with pytest.raises(InputValidationError, match="features"):
+        ks_test(torch.rand(10, 4), torch.rand(10, 5))
+    with pytest.raises(InputValidationError, match="at least 2"):
+        mmd_test(torch.rand(10, 4), torch.rand(1, 4))
+    with pytest.raises(InputValidationError, match="permutations"):
+        mmd_test(torch.rand(10, 4), torch.rand(10, 4), permutations=0)
+    with pytest.raises(InputValidationError, match="fdr"):
+        ks_test(torch.rand(10, 4), torch.rand(10, 4), fdr=1.5)
+
+
+def test_sliding_window_hands_out_non_overlapping_windows() -> None:
+    w = SlidingWindow(torch.rand(50, 3), size=20)
+    got = [w.add(torch.full((7, 3), float(i))) for i in range(6)]  # 42 inputs: windows after 21 and 42
+    full = [g for g in got if g is not None]
+    assert len(full) == 2 and all(f.shape == (20, 3) for f in full)

@@ -1,0 +1,48 @@
+"""The input-distribution monitor: service-wide drift windows, informational alerts that name a dominant key."""
+
+from __future__ import annotations
+
+import torch
+
+from bastion.data import Dataset
+from bastion.monitors import MONITORS, QueryEvent, Severity
+from bastion.monitors.input_distribution import InputDistributionMonitor
+
+
+def _event(key: str, x: torch.Tensor, t: float) -> QueryEvent:
+    probs = torch.full((x.shape[0], 10), 0.1)
+    return QueryEvent(key, "digits", t, x.flatten(1), probs, probs.argmax(1))
+
+
+def _monitor(digits: Dataset) -> InputDistributionMonitor:
+    kind = MONITORS.get("input_distribution")
+    m = kind.build(kind.settings(window=100), digits.x_train, torch.zeros(0))
+    assert isinstance(m, InputDistributionMonitor)
+    return m
+
+
+def test_clean_traffic_from_many_keys_is_quiet(digits: Dataset) -> None:
+    m = _monitor(digits)
+    alerts = [a for i in range(360) for a in m.observe(_event(f"k{i % 7}", digits.x_test[i : i + 1], float(i)))]
+    assert alerts == [] and m.windows_tested == 3
+
+
+def test_drifted_traffic_raises_an_informational_alert_naming_the_key_that_sent_it(digits: Dataset) -> None:
+    m = _monitor(digits)
+    faded = digits.x_test * 0.7 + 0.15
+    alerts = []
+    for i in range(100):
+        key = "scanner" if i % 4 else f"other{i}"  # 75 of the window's 100 inputs from one key
+        alerts += m.observe(_event(key, faded[i : i + 1], float(i)))
+    assert len(alerts) == 1
+    a = alerts[0]
+    assert a.kind == "input_distribution" and a.severity is Severity.INFO and a.key_id == "scanner"
+    assert a.evidence["features_drifted"] > 0 and a.evidence["keys"]["scanner"] == 75
+    assert a.evidence["mmd_p_value"] <= 0.002 or a.evidence["features_drifted"]
+
+
+def test_drift_spread_over_keys_names_no_key(digits: Dataset) -> None:
+    m = _monitor(digits)
+    faded = digits.x_test * 0.7 + 0.15
+    alerts = [a for i in range(100) for a in m.observe(_event(f"k{i % 5}", faded[i : i + 1], float(i)))]
+    assert len(alerts) == 1 and alerts[0].key_id is None
