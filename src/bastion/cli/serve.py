@@ -21,7 +21,8 @@ def serve(
     import uvicorn
     from rich.markup import escape
 
-    from bastion.gateway import Gateway, create_app, load_config
+    from bastion.gateway import Gateway, load_config
+    from bastion.gateway.server import uvicorn_config
     from bastion.gateway.store.sql import masked_url
 
     cfg = load_config(config)
@@ -34,7 +35,7 @@ def serve(
         f"(audit log {escape(masked_url(cfg.database))}; Ctrl-C stops)"
     )
     try:
-        uvicorn.run(create_app(gateway), host=host, port=port, log_level="warning", access_log=False)
+        uvicorn.Server(uvicorn_config(gateway, host, port)).run()
     finally:
         gateway.close()
 

@@ -7,6 +7,7 @@ is a 500 with a reference id and no trace (the trace goes to the server log).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from typing import Annotated, Any
@@ -98,17 +99,24 @@ def _error(code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=STATUS[code])
 
 
-async def _read_limited(request: Request, limit: int) -> bytes:
-    """The body, but never more than ``limit + 1`` bytes of it (enough to know it is too large)."""
+async def _read_limited(request: Request, limit: int, timeout: float) -> bytes:
+    """The body, but never more than ``limit + 1`` bytes of it (enough to know it is too large), and only if it
+    arrives within ``timeout`` seconds (a client trickling a body ties up a connection: 408)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         return b"\0" * (limit + 1)
     chunks, size = [], 0
-    async for chunk in request.stream():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            break
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > limit:
+                    break
+    except TimeoutError:
+        raise GatewayError(
+            "request_timeout", f"the body did not arrive within {timeout:g} s; send it at once, or smaller"
+        ) from None
     return b"".join(chunks)
 
 
@@ -327,7 +335,12 @@ def create_app(gateway: Gateway) -> FastAPI:
             refused = PredictRequest(token, name, b"", request.headers.get("content-type"), _client(request))
             reply = await run_in_threadpool(gateway.predict, refused)  # raises the audited 401/403
             return Response(orjson.dumps(reply.to_dict()), media_type="application/json")  # pragma: no cover
-        body = await _read_limited(request, gateway.config.limits.max_body_bytes)
+        try:
+            body = await _read_limited(
+                request, gateway.config.limits.max_body_bytes, gateway.config.server.body_timeout_s
+            )
+        except GatewayError as exc:  # audited like every refusal, with the key it came with
+            return await _refused(request, exc.code, exc.message)
         req = PredictRequest(token, name, body, request.headers.get("content-type"), _client(request), principal)
         if len(body) <= INLINE_BODY_BYTES:
             reply = gateway.predict(req)

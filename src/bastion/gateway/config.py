@@ -169,6 +169,28 @@ class DetectorsConfig(_Strict):
     reconstruction: ReconstructionConfig = ReconstructionConfig()
 
 
+class ServerConfig(_Strict):
+    """How connections are served: deadlines and a cap that close slow or idle clients (slowloris), and whether to
+    trust a proxy's forwarded-for headers (off: the audited client address is the connecting one)."""
+
+    header_timeout_s: float = Field(10.0, gt=0, le=600, description="to send a request's headers, from connecting")
+    body_timeout_s: float = Field(30.0, gt=0, le=3600, description="to send a whole body once the headers are in")
+    keep_alive_s: float = Field(5.0, gt=0, le=600, description="an idle keep-alive connection is closed after this")
+    max_connections: int = Field(
+        200,
+        ge=1,
+        description="open connections (a new one included) or requests in flight at which new requests get 503",
+    )
+    proxy_headers: bool = Field(False, description="trust X-Forwarded-For / -Proto from forwarded_allow_ips")
+    forwarded_allow_ips: list[str] = Field(default_factory=list, description="the proxies' addresses")
+
+    @model_validator(mode="after")
+    def _proxies(self) -> ServerConfig:
+        if self.proxy_headers and not self.forwarded_allow_ips:
+            raise ValueError("proxy_headers needs forwarded_allow_ips: the address(es) of the proxy in front")
+        return self
+
+
 class AuditConfig(_Strict):
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
 
@@ -185,6 +207,7 @@ class GatewayConfig(_Strict):
     monitors: MonitorsConfig = MonitorsConfig()
     detectors: DetectorsConfig = DetectorsConfig()
     audit: AuditConfig = AuditConfig()
+    server: ServerConfig = ServerConfig()
 
     @field_validator("models")
     @classmethod

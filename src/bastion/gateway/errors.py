@@ -16,7 +16,8 @@ STATUS: dict[str, int] = {
     "unsupported_media_type": 415,
     "unsupported_encoding": 415,
     "too_deep": 400,
-    "client_disconnected": 400,  # the client went away mid-body: audited, never answered
+    "client_disconnected": 400,
+    "request_timeout": 408,  # the body did not arrive within server.body_timeout_s  # the client went away mid-body: audited, never answered
     "body_too_large": 413,
     "length_required": 411,
     "batch_too_large": 413,
