@@ -12,6 +12,7 @@ from tests.gateway.conftest import Env
 from bastion.cli.main import main
 from bastion.data import Dataset
 from bastion.gateway.server import serve_in_background
+from bastion.monitors.threat import ThreatLevel
 
 
 def _probe(env: Env, key: str, digits: Dataset, n: int = 40, seed: int = 0) -> dict[str, object]:
@@ -106,3 +107,21 @@ def test_assess_url_is_inconclusive_when_the_gateway_rounds_this_clients_scores(
     assert code == 3
     results = json.loads((tmp_path / "r" / "results.json").read_text())
     assert results["gate"]["status"] == "inconclusive" and "threat level elevated" in results["rows"][0]["note"]
+
+
+def test_a_key_revoked_outside_the_server_stops_counting_towards_the_service_level(
+    make_env: Callable[..., Env], digits: Dataset
+) -> None:
+    env = make_env(threat={"service_elevated_keys": 1, "service_under_attack_keys": 1})
+    gw = env.gateway
+    key_id = gw.keys.authenticate(env.labels).key_id
+    gw.set_level(key_id, ThreatLevel.UNDER_ATTACK, "ops", "drill")
+    assert gw.threat.service_level is ThreatLevel.UNDER_ATTACK
+    gw.store.revoke_key(key_id, gw.clock())  # what `bastion keys revoke` does, through its own connection
+    now = gw.clock()
+    gw.clock = lambda: now + gw.REVOKED_SWEEP_S + 1  # type: ignore[method-assign]
+    ok = env.client.post(
+        "/v1/models/digits/predict", json={"inputs": digits.x_test[:1].tolist()}, headers=env.h(env.scores)
+    )
+    assert ok.status_code == 200
+    assert gw.threat.service_level is ThreatLevel.NORMAL and key_id not in gw.threat.snapshot()

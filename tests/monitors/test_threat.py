@@ -46,3 +46,14 @@ def test_parse_levels() -> None:
     assert ThreatLevel.parse("under attack") is ThreatLevel.UNDER_ATTACK
     with pytest.raises(ValueError, match="unknown threat level"):
         ThreatLevel.parse("severe")
+
+
+def test_the_service_level_can_require_attacks_from_several_client_addresses() -> None:
+    t = ThreatTracker(ThreatSettings(service_elevated_keys=1, service_under_attack_keys=2, service_distinct_clients=2))
+    t.observe([_alert("a", Severity.CRITICAL)], 0, client="10.0.0.1")
+    t.observe([_alert("b", Severity.CRITICAL)], 1, client="10.0.0.1")  # one client with two keys
+    assert t.level("a") is t.level("b") is ThreatLevel.UNDER_ATTACK
+    assert t.service_level is ThreatLevel.NORMAL
+    raised = t.observe([_alert("c", Severity.CRITICAL)], 2, client="10.0.0.2")
+    assert raised[-1].key_id is None and raised[-1].new is ThreatLevel.UNDER_ATTACK
+    assert "from 2 client address(es)" in raised[-1].reason

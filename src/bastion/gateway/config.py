@@ -94,6 +94,9 @@ class ThreatConfig(_Strict):
     quiet_period_s: float = Field(900.0, gt=0, description="a level drops one step after this long without alerts")
     service_elevated_keys: int = Field(1, ge=1, description="keys under attack that make the service elevated")
     service_under_attack_keys: int = Field(3, ge=1, description="keys under attack that put the service under attack")
+    service_distinct_clients: int = Field(
+        1, ge=1, description="client addresses the keys under attack must come from to raise the service level"
+    )
 
 
 class MonitorsConfig(BaseModel):

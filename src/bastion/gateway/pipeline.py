@@ -126,6 +126,7 @@ class Gateway:
                 t.quiet_period_s,
                 t.service_elevated_keys,
                 t.service_under_attack_keys,
+                t.service_distinct_clients,
             )
         )
         self.incidents = IncidentManager(store)
@@ -137,6 +138,7 @@ class Gateway:
         self._labels_only = create_chain(["label_only"])
         self._monitor_lock = threading.Lock()
         self.started = clock()
+        self._last_sweep = self.started
 
     @classmethod
     def from_config(cls, config: GatewayConfig, *, monitors: bool = True) -> Gateway:
@@ -297,7 +299,8 @@ class Gateway:
             }
         now = self.clock()
         event = QueryEvent(principal.key_id, req.model, now, x.flatten(1), out.probs, labels, detections)
-        trace.alerts = self._observe(event, assessment=principal.assessment)
+        trace.alerts = self._observe(event, assessment=principal.assessment, client=req.client)
+        self._sweep_revoked(now)
         flagged = Screen.flagged(detections)
         if detections:
             n_flagged = int(flagged.sum())
@@ -344,14 +347,14 @@ class Gateway:
             ]
         return PredictReply(request_id, model, labels.tolist(), rel.name.lower(), level.label, scores, top_k)
 
-    def _observe(self, event: QueryEvent, *, assessment: bool = False) -> list[Alert]:
+    def _observe(self, event: QueryEvent, *, assessment: bool = False, client: str | None = None) -> list[Alert]:
         """Feed the monitors; alerts open incidents and move threat levels — except an assessment key's, which are
         recorded (marked as such) but move no level, its own or the service's."""
         with self._monitor_lock:
             alerts: list[Alert] = []
             for m in self.monitors.get(event.model, []):
                 alerts.extend(m.observe(event))
-            transitions = [] if assessment else self.threat.observe(alerts, event.time)
+            transitions = [] if assessment else self.threat.observe(alerts, event.time, client)
         for a in alerts:
             if assessment:
                 a.evidence["assessment_key"] = True
@@ -360,6 +363,20 @@ class Gateway:
             a.evidence.setdefault("incident_id", incident.incident_id)
         self._apply(transitions)
         return alerts
+
+    REVOKED_SWEEP_S = 10.0
+
+    def _sweep_revoked(self, now: float) -> None:
+        """Keys revoked outside this process (``bastion keys revoke`` on the CLI, another replica) lose their threat
+        state and monitor history here, at most every REVOKED_SWEEP_S, so they stop counting towards the service
+        level. Only keys above normal are looked up."""
+        if now - self._last_sweep < self.REVOKED_SWEEP_S:
+            return
+        self._last_sweep = now
+        for key_id in list(self.threat.snapshot()):
+            rec = self.store.get_key(key_id)
+            if rec is None or not rec.active:
+                self.forget_key(key_id)
 
     def forget_key(self, key_id: str) -> None:
         """A revoked key: drop its threat state and monitor history, and recompute the service level without it."""

@@ -57,6 +57,7 @@ class _KeyState:
     last_alert: float = 0.0
     last_change: float = 0.0
     pinned: bool = False
+    client: str | None = None  # the address the key's last alert came from
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class ThreatSettings:
     quiet_period_s: float = 900.0
     service_elevated_keys: int = 1
     service_under_attack_keys: int = 3
+    service_distinct_clients: int = 1  # the keys under attack must come from at least this many addresses
 
 
 class ThreatTracker:
@@ -107,23 +109,27 @@ class ThreatTracker:
 
     def _service_update(self, now: float, out: list[LevelTransition]) -> None:
         s = self.settings
-        attacked = sum(1 for k in self._raised if self._keys[k].level is ThreatLevel.UNDER_ATTACK)
-        if attacked >= s.service_under_attack_keys:
+        keys = [self._keys[k] for k in self._raised if self._keys[k].level is ThreatLevel.UNDER_ATTACK]
+        attacked, clients = len(keys), len({st.client for st in keys})
+        diverse = clients >= s.service_distinct_clients
+        if diverse and attacked >= s.service_under_attack_keys:
             new = ThreatLevel.UNDER_ATTACK
-        elif attacked >= s.service_elevated_keys:
+        elif diverse and attacked >= s.service_elevated_keys:
             new = ThreatLevel.ELEVATED
         else:
             new = ThreatLevel.NORMAL
         if new is not self._service:
-            out.append(LevelTransition(now, None, self._service, new, f"{attacked} key(s) under attack"))
+            why = f"{attacked} key(s) under attack from {clients} client address(es)"
+            out.append(LevelTransition(now, None, self._service, new, why))
             if self._service is ThreatLevel.NORMAL:
                 self._service_since = now
             elif new is ThreatLevel.NORMAL:
                 self._service_since = None
             self._service = new
 
-    def observe(self, alerts: list[Alert], now: float) -> list[LevelTransition]:
-        """Apply decay, then the new alerts; returns every resulting change (keys first, then the service)."""
+    def observe(self, alerts: list[Alert], now: float, client: str | None = None) -> list[LevelTransition]:
+        """Apply decay, then the new alerts (from a request of address ``client``); returns every resulting change
+        (keys first, then the service)."""
         s = self.settings
         out: list[LevelTransition] = []
         with self._lock:
@@ -133,7 +139,7 @@ class ThreatTracker:
                 if a.key_id is None or a.severity < Severity.WARNING:
                     continue
                 st = self._state(a.key_id)
-                st.last_alert = now
+                st.last_alert, st.client = now, client
                 st.warnings.append(now)
                 while st.warnings and now - st.warnings[0] > s.window_s:
                     st.warnings.popleft()
