@@ -116,3 +116,17 @@ def test_mahalanobis_on_a_scikit_learn_model_is_skipped_by_default_and_refused_w
         gw.close()
     with pytest.raises(ConfigError, match="mahalanobis needs a torch model"):
         Gateway.from_config(config({"mahalanobis": {"enabled": True}}))  # type: ignore[arg-type]
+
+
+def test_the_fused_pass_gives_the_models_answer_and_each_detectors_own_scores(
+    make_env: Callable[..., Env], digits: Dataset
+) -> None:
+    env = make_env(monitors=True, detectors=DETECTORS)
+    screen, model = env.gateway.screens["digits"], env.gateway.models["digits"]
+    x = digits.x_test[:50]
+    out, fused = screen.predict(model, x)
+    assert torch.allclose(out.probs, model.predict(x).probs, atol=1e-5)
+    for f, own in zip(fused, screen(x), strict=True):
+        assert f.detector == own.detector
+        assert torch.allclose(f.scores, own.scores, rtol=1e-4, atol=1e-5), f.detector
+        assert torch.equal(f.flagged, own.flagged)

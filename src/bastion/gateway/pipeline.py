@@ -289,10 +289,9 @@ class Gateway:
             raise GatewayError(
                 "over_budget" if decision.too_large else "rate_limited", decision.message, headers=headers
             )
-        out = model.predict(x)
-        labels = out.probs.argmax(1)
         screen = self.screens[req.model]
-        detections = screen(x) if len(screen) else ()
+        out, detections = screen.predict(model, x) if len(screen) else (model.predict(x), ())
+        labels = out.probs.argmax(1)
         if detections:  # every detector's scores, per input, in the request's audit event
             trace.output["detectors"] = {
                 d.detector: [round(float(v), 5) for v in d.scores.tolist()] for d in detections

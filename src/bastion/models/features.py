@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -25,6 +26,29 @@ def feature_layer(module: nn.Module, layer: str | None = None) -> tuple[str, nn.
             "the model has no nn.Linear head to read penultimate features from; name a layer= whose input to use"
         )
     return last[-1]
+
+
+class FeatureTap:
+    """Records the (N, D) input of one layer of a TorchClassifier's module during whatever forward passes run
+    inside :meth:`capture`: a caller that runs the model anyway reads the features without a second pass."""
+
+    def __init__(self, classifier: object, layer: str | None = None) -> None:
+        module = getattr(classifier, "module", None)
+        if not isinstance(module, nn.Module) or not hasattr(classifier, "logits"):
+            raise ConfigError(
+                f"features need a differentiable torch model (a TorchClassifier), got {type(classifier).__name__}"
+            )
+        self.classifier = classifier
+        _, self.target = feature_layer(module, layer)
+
+    @contextmanager
+    def capture(self) -> Iterator[list[Tensor]]:
+        got: list[Tensor] = []
+        handle = self.target.register_forward_pre_hook(lambda _m, args: got.append(args[0].flatten(1)))
+        try:
+            yield got
+        finally:
+            handle.remove()
 
 
 def penultimate(classifier: object, layer: str | None = None, *, grad: bool = False) -> Callable[[Tensor], Tensor]:

@@ -11,7 +11,7 @@ from torch import Tensor
 from bastion._torch import batch_slices
 from bastion.detectors.base import DETECTORS, FittedThreshold
 from bastion.errors import ConfigError
-from bastion.models.features import penultimate
+from bastion.models.features import FeatureTap, penultimate
 
 
 @DETECTORS.register("mahalanobis")
@@ -40,6 +40,8 @@ class Mahalanobis(FittedThreshold):
     _features_grad: Any = field(default=None, init=False, repr=False)
     _means: Tensor | None = field(default=None, init=False, repr=False)
     _chol: Tensor | None = field(default=None, init=False, repr=False)
+    _white: Tensor | None = field(default=None, init=False, repr=False)
+    _white_means: Tensor | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -48,11 +50,12 @@ class Mahalanobis(FittedThreshold):
         if not self.shrinkage >= 0:
             raise ConfigError(f"shrinkage must be >= 0, got {self.shrinkage}")
         self._features = penultimate(self.model, self.layer)
+        self.tap = FeatureTap(self.model, self.layer)
         self._features_grad = penultimate(self.model, self.layer, grad=True)
 
     def _fit(self, x: Tensor, y: Tensor | None) -> None:
         assert y is not None
-        f = self._feats(x)
+        f = self._feats(x).double()
         classes = int(self.model.spec.num_classes)
         counts = torch.bincount(y, minlength=classes).to(f.dtype)
         if bool((counts == 0).any()):
@@ -62,25 +65,33 @@ class Mahalanobis(FittedThreshold):
         centred = f - means[y]
         cov = centred.T @ centred / f.shape[0]
         cov += torch.eye(cov.shape[0], dtype=cov.dtype) * (self.shrinkage * float(cov.diagonal().mean()) + 1e-8)
-        self._means, self._chol = means, torch.linalg.cholesky(cov)
+        chol = torch.linalg.cholesky(cov)
+        # whitening W = L^-1 turns the distance into a Euclidean one: d_c(f)^2 = ||W f - W mu_c||^2, so scoring is
+        # one (N, D) x (D, D) product and a distance to C points (float32, cheap enough for every request)
+        white = torch.linalg.solve_triangular(chol, torch.eye(chol.shape[0], dtype=chol.dtype), upper=False)
+        self._means, self._chol = means, chol
+        self._white = white.float()
+        self._white_means = (means @ white.T).float()
 
     def _feats(self, x: Tensor) -> Tensor:
-        return torch.cat([self._features(x[s]) for s in batch_slices(x.shape[0], 512)]).double()
+        return torch.cat([self._features(x[s]) for s in batch_slices(x.shape[0], 512)])
 
     def _score(self, x: Tensor) -> Tensor:
-        return self._distance(self._feats(x))
+        return self.score_features(self._feats(x))
+
+    def score_features(self, f: Tensor) -> Tensor:
+        """Scores from features already computed (N, D) (the gateway reads them from its own forward pass)."""
+        assert self._white is not None and self._white_means is not None
+        z = f.float() @ self._white.T
+        return torch.cdist(z, self._white_means).min(1).values
 
     def score_with_grad(self, x: Tensor) -> Tensor:
         """Exact: the features and the distance are differentiable (the min over classes by subgradient)."""
         self._check(x)
-        return self._distance(self._features_grad(x).double())
-
-    def _distance(self, f: Tensor) -> Tensor:
-        assert self._means is not None and self._chol is not None
-        diff = (f[:, None, :] - self._means[None]).reshape(-1, f.shape[1])  # (N*C, D)
-        white = torch.linalg.solve_triangular(self._chol, diff.T, upper=False)  # (D, N*C)
-        d2 = white.pow(2).sum(0).reshape(f.shape[0], -1)
-        return d2.min(1).values.clamp_min(1e-12).sqrt().float()
+        assert self._white is not None and self._white_means is not None
+        z = self._features_grad(x).float() @ self._white.T
+        d2 = (z[:, None, :] - self._white_means[None]).pow(2).sum(2)
+        return d2.min(1).values.clamp_min(1e-12).sqrt()
 
     def params(self) -> dict[str, Any]:
         return {**super().params(), "layer": self.layer, "shrinkage": self.shrinkage}

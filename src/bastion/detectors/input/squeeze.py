@@ -60,12 +60,22 @@ class FeatureSqueezing(FittedThreshold):
     def _fit(self, x: Tensor, y: Tensor | None) -> None:
         del x, y  # nothing to learn but the threshold, which the template sets on the held-out share
 
-    def _score(self, x: Tensor) -> Tensor:
+    def squeezed(self, x: Tensor) -> Tensor:
+        """The squeezed copies of ``x``, one block of N per squeezer (k*N, ...)."""
         bounds = self.model.spec.bounds
+        return torch.cat([s(x, bounds) for s in self._squeezers])
+
+    def score_probs(self, probs: Tensor, squeezed_probs: Tensor) -> Tensor:
+        """Scores from the model's probabilities on the inputs (N, K) and on :meth:`squeezed` (k*N, K), for a
+        caller that runs the model on both anyway."""
+        p = squeezed_probs.reshape(len(self._squeezers), probs.shape[0], -1)
+        return (p - probs[None]).abs().sum(2).amax(0)
+
+    def _score(self, x: Tensor) -> Tensor:
         # one query of the model for the input and all its squeezed copies
-        batch = torch.cat([x] + [s(x, bounds) for s in self._squeezers])
-        p = self._probs(batch).reshape(len(self._squeezers) + 1, x.shape[0], -1)
-        return (p[1:] - p[0]).abs().sum(2).amax(0)
+        p = self._probs(torch.cat([x, self.squeezed(x)]))
+        n = x.shape[0]
+        return self.score_probs(p[:n], p[n:])
 
     def score_with_grad(self, x: Tensor) -> Tensor:
         """BPDA: the squeezers are piecewise constant, so their backward pass is taken as the identity (a
