@@ -3,14 +3,12 @@ clean inputs the monitors are calibrated on."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 
 import torch
 from torch import Tensor
 
-from bastion._cache import cache_dir
+from bastion._cache import digest_path, load_or_train
 from bastion.defenses.ensemble import Ensemble
 from bastion.defenses.preprocessing import MedianFilter
 from bastion.detectors.base import FittedThreshold
@@ -27,27 +25,19 @@ log = logging.getLogger(__name__)
 def _reconstruction(cfg: DetectorsConfig, clean: Tensor, bounds: tuple[float, float]) -> Reconstruction:
     """Trained once per clean data and settings, then loaded from $BASTION_CACHE_DIR (safetensors, no pickle)."""
     det = Reconstruction(fpr=cfg.fpr, bounds=bounds, epochs=cfg.reconstruction.epochs)
-    h = hashlib.sha256(clean.float().contiguous().numpy().tobytes())
-    h.update(json.dumps([list(clean.shape), list(bounds), det.params()], sort_keys=True).encode())
-    path = cache_dir() / "detectors" / f"reconstruction-{h.hexdigest()[:32]}.safetensors"
-    if path.is_file():
-        try:
-            return Reconstruction.load(path)
-        except Exception as e:  # a damaged cache entry is retrained, never trusted
-            log.warning("retraining the reconstruction detector: cached %s unreadable (%s)", path, e)
-    log.warning(
-        "training the reconstruction detector's autoencoder on %d clean inputs (%d epochs; once per data, then "
-        "cached in %s)",
-        clean.shape[0],
-        det.epochs,
-        path.parent,
-    )
-    det.fit(clean)
-    try:
-        det.save(path)
-    except OSError as e:
-        log.warning("could not cache the reconstruction detector at %s: %s", path, e)
-    return det
+    path = digest_path("detectors", "reconstruction-", clean, [list(bounds), det.params()])
+
+    def train() -> Reconstruction:
+        log.warning(
+            "training the reconstruction detector's autoencoder on %d clean inputs (%d epochs; once per data, then "
+            "cached in %s)",
+            clean.shape[0],
+            det.epochs,
+            path.parent,
+        )
+        return det.fit(clean)
+
+    return load_or_train(path, "reconstruction detector", Reconstruction.load, train)
 
 
 def build_screen(cfg: DetectorsConfig, name: str, model: Ensemble, clean: Tensor) -> Screen:

@@ -16,7 +16,6 @@ visual representations", ICML 2020.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -30,7 +29,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from bastion._cache import cache_dir
+from bastion._cache import digest_path, load_or_train
 from bastion.errors import InputValidationError
 
 log = logging.getLogger(__name__)
@@ -238,25 +237,16 @@ def encoder_for(
 ) -> SimilarityEncoder:
     """The encoder for this clean data and these settings: loaded from the cache when one was trained before (the
     key is a digest of the data, the bounds, the settings and the format), else trained and cached."""
-    h = hashlib.sha256()
-    h.update(clean.float().contiguous().numpy().tobytes())
-    h.update(json.dumps([list(clean.shape), list(bounds), asdict(settings), FORMAT], sort_keys=True).encode())
-    path = cache_dir() / "similarity-encoders" / f"{h.hexdigest()[:32]}.safetensors"
-    if path.is_file():
-        try:
-            return SimilarityEncoder.load(path, settings.dim)
-        except Exception as e:  # a damaged cache entry is retrained, never trusted
-            log.warning("retraining the similarity encoder: cached %s unreadable (%s)", path, e)
-    log.warning(
-        "training the probing monitor's similarity encoder on %d clean inputs (%d steps; once per model and data, "
-        "then cached in %s)",
-        clean.shape[0],
-        settings.steps,
-        path.parent,
-    )
-    enc = SimilarityEncoder.train(clean, bounds, settings)
-    try:
-        enc.save(path)
-    except OSError as e:
-        log.warning("could not cache the similarity encoder at %s: %s", path, e)
-    return enc
+    path = digest_path("similarity-encoders", "", clean, [list(bounds), asdict(settings), FORMAT])
+
+    def train() -> SimilarityEncoder:
+        log.warning(
+            "training the probing monitor's similarity encoder on %d clean inputs (%d steps; once per model and "
+            "data, then cached in %s)",
+            clean.shape[0],
+            settings.steps,
+            path.parent,
+        )
+        return SimilarityEncoder.train(clean, bounds, settings)
+
+    return load_or_train(path, "similarity encoder", lambda p: SimilarityEncoder.load(p, settings.dim), train)
