@@ -23,6 +23,17 @@ def test_ks_statistics_and_p_values_match_scipy_feature_by_feature() -> None:
     assert not bool(res.drifted[0]) and bool(res.drifted[-1])  # no shift in feature 0, 0.6 sd in the last
 
 
+def test_ties_count_together_as_in_scipy() -> None:
+    g = torch.Generator().manual_seed(1)
+    ref = torch.randint(0, 4, (200, 3), generator=g).float()  # pixel-like data: few distinct values
+    cur = torch.randint(0, 5, (150, 3), generator=g).float()
+    res = ks_test(ref, cur)
+    for j in range(3):
+        s = ks_2samp(ref[:, j].numpy(), cur[:, j].numpy(), method="asymp")
+        assert float(res.statistic[j]) == pytest.approx(s.statistic, abs=1e-6)
+        assert float(res.p_value[j]) == pytest.approx(s.pvalue, rel=1e-5, abs=1e-12)
+
+
 def test_benjamini_hochberg_rejects_the_step_up_set() -> None:
     p = torch.tensor([0.001, 0.008, 0.039, 0.041, 0.042, 0.06, 0.074, 0.205, 0.212, 0.216], dtype=torch.float64)
     assert benjamini_hochberg(p, 0.05).tolist() == [True, True] + [False] * 8

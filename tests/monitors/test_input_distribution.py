@@ -14,9 +14,9 @@ def _event(key: str, x: torch.Tensor, t: float) -> QueryEvent:
     return QueryEvent(key, "digits", t, x.flatten(1), probs, probs.argmax(1))
 
 
-def _monitor(digits: Dataset) -> InputDistributionMonitor:
+def _monitor(digits: Dataset, background: bool = False) -> InputDistributionMonitor:
     kind = MONITORS.get("input_distribution")
-    m = kind.build(kind.settings(window=100), digits.x_train, torch.zeros(0))
+    m = kind.build(kind.settings(window=100, background=background), digits.x_train, torch.zeros(0))
     assert isinstance(m, InputDistributionMonitor)
     return m
 
@@ -46,3 +46,12 @@ def test_drift_spread_over_keys_names_no_key(digits: Dataset) -> None:
     faded = digits.x_test * 0.7 + 0.15
     alerts = [a for i in range(100) for a in m.observe(_event(f"k{i % 5}", faded[i : i + 1], float(i)))]
     assert len(alerts) == 1 and alerts[0].key_id is None
+
+
+def test_in_the_background_the_alert_comes_with_a_later_request(digits: Dataset) -> None:
+    m = _monitor(digits, background=True)
+    faded = digits.x_test * 0.7 + 0.15
+    at_window = [a for i in range(100) for a in m.observe(_event("scanner", faded[i : i + 1], float(i)))]
+    assert at_window == []  # the window is being tested on the worker thread, not on this request
+    later = m.wait()
+    assert len(later) == 1 and later[0].kind == "input_distribution" and later[0].key_id == "scanner"

@@ -16,7 +16,9 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+from scipy.special import kolmogorov
 from scipy.stats import kstwo
 from torch import Tensor
 
@@ -93,14 +95,24 @@ def ks_test(reference: Tensor, current: Tensor, *, fdr: float = 0.01) -> KSResul
     n*m/(n+m), as scipy's ``ks_2samp`` does in its asymptotic mode), with Benjamini-Hochberg over features."""
     ref, cur = _pair(reference, current)
     n, m = ref.shape[0], cur.shape[0]
-    rs, cs = ref.T.contiguous().sort(1).values, cur.T.contiguous().sort(1).values  # (D, n), (D, m)
-    pooled = torch.cat([rs, cs], 1)
-    cdf_r = torch.searchsorted(rs, pooled, right=True).double() / n
-    cdf_c = torch.searchsorted(cs, pooled, right=True).double() / m
-    stat = (cdf_r - cdf_c).abs().amax(1)
-    en = n * m / (n + m)
-    p = torch.from_numpy(kstwo.sf(stat.numpy(), max(1, round(en)))).clamp(0, 1)
-    return KSResult(stat.float(), p.double(), benjamini_hochberg(p.double(), fdr), fdr)
+    # one sort of the pooled sample per feature; the ECDF difference is the running sum of +1/n (reference) and
+    # -1/m (current), read where the value changes (ties, common in pixel data, count together)
+    vals, order = torch.cat([ref, cur]).float().T.contiguous().sort(1)
+    w = torch.cat([torch.full((n,), 1.0 / n, dtype=torch.float64), torch.full((m,), -1.0 / m, dtype=torch.float64)])
+    diff = w[order].cumsum(1)
+    last = torch.ones_like(vals, dtype=torch.bool)
+    last[:, :-1] = vals[:, 1:] != vals[:, :-1]
+    stat = (diff.abs() * last).amax(1)
+    en = max(1, round(n * m / (n + m)))
+    # the exact Kolmogorov tail (scipy's kstwo) is slow; the asymptotic one is within ~0.02 of it, so it is used
+    # for features that are nowhere near significance and the exact one for the rest (and the top 20, reported)
+    d = stat.numpy()
+    p = kolmogorov(math.sqrt(en) * d)
+    exact = (p <= max(10 * fdr, 0.05)) | (d >= np.sort(d)[-min(20, d.size)])
+    if exact.any():
+        p[exact] = kstwo.sf(d[exact], en)
+    pv = torch.from_numpy(p).double().clamp(0, 1)
+    return KSResult(stat.float(), pv, benjamini_hochberg(pv, fdr), fdr)
 
 
 def mmd_test(

@@ -9,6 +9,7 @@ drifted window when one key sent at least half of it.
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,12 +35,14 @@ class InputDistributionMonitor:
 
     reference: Tensor
     window: int = 500
-    p_value: float = 0.002
+    p_value: float = 0.005
     fdr: float = 0.001
-    permutations: int = 499
+    permutations: int = 199
+    background: bool = True
     name: str = "input_distribution"
     max_keys: int = 10_000
     windows_tested: int = 0
+    windows_skipped: int = 0  # full windows dropped because the previous one was still being tested
     _keys: KeyStates[_Count] = field(init=False, repr=False)  # inputs per key in the current window
 
     def __post_init__(self) -> None:
@@ -50,26 +53,52 @@ class InputDistributionMonitor:
         self._stream = SlidingWindow(self.reference, self.window)
         self._keys = KeyStates(self.max_keys)
         self._seed = 0
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: Future[list[Alert]] | None = None
 
     def forget(self, key_id: str) -> None:
         """Nothing per key decides a drift alert; the key's share of the current window is dropped."""
         self._keys.pop(key_id)
 
     def observe(self, event: QueryEvent) -> list[Alert]:
+        """With ``background`` (the gateway's way), a full window is tested on a worker thread, off the request's
+        path, and its alert comes back with a later request; a window that completes while the previous one is still
+        being tested is dropped (counted in ``windows_skipped``)."""
+        out: list[Alert] = []
+        if self._pending is not None and self._pending.done():
+            out, self._pending = self._pending.result(), None
         n = int(event.inputs.shape[0])
         self._keys.get_or_create(event.key_id, _Count).inputs += n
         full = self._stream.add(event.inputs)
         if full is None:
-            return []
+            return out
         shares = sorted(((k, c.inputs) for k, c in self._keys.items()), key=lambda kv: -kv[1])
         self._keys.clear()
-        self.windows_tested += 1
         self._seed += 1
+        if not self.background:
+            return out + self._test(full, shares, self._seed, event.time)
+        if self._pending is not None:
+            self.windows_skipped += 1
+            return out
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="bastion-drift")
+        self._pending = self._pool.submit(self._test, full, shares, self._seed, event.time)
+        return out
+
+    def wait(self) -> list[Alert]:
+        """The alerts of the window being tested in the background, once it is done (tests, shutdown)."""
+        if self._pending is None:
+            return []
+        out, self._pending = self._pending.result(), None
+        return out
+
+    def _test(self, full: Tensor, shares: list[tuple[str, int]], seed: int, time: float) -> list[Alert]:
+        self.windows_tested += 1
         mmd = mmd_test(
             self.reference,
             full,
             permutations=self.permutations,
-            generator=torch.Generator().manual_seed(self._seed),
+            generator=torch.Generator().manual_seed(seed),
             max_inputs=max(self.window, 1000),
         )
         ks = ks_test(self.reference, full, fdr=self.fdr)
@@ -87,6 +116,7 @@ class InputDistributionMonitor:
             "features": int(ks.statistic.numel()),
             "top_features": [{"feature": i, "ks": s, "p_value": p} for i, s, p in ks.top(5)],
             "keys": {k: c for k, c in shares[:5]},
+            "windows_skipped": self.windows_skipped,
         }
         return [
             Alert(
@@ -101,7 +131,7 @@ class InputDistributionMonitor:
                 ),
                 score=float(mmd.mmd2),
                 atlas="",  # drift is not an ATLAS technique; the incident's playbook says what to check
-                time=event.time,
+                time=time,
                 evidence=evidence,
             )
         ]
@@ -110,16 +140,22 @@ class InputDistributionMonitor:
 class InputDistributionSettings(MonitorSettings):
     window: int = Field(500, ge=50)
     reference: int = Field(1000, ge=50, description="clean inputs kept as the reference sample")
-    p_value: float = Field(0.002, gt=0, lt=1)
+    p_value: float = Field(0.005, gt=0, lt=1)
     fdr: float = Field(0.001, gt=0, lt=1)
-    permutations: int = Field(499, ge=19, le=100_000)
+    permutations: int = Field(199, ge=19, le=100_000)
+    background: bool = Field(True, description="test full windows on a worker thread, off the request path")
 
 
 def _build(st: InputDistributionSettings, clean: Tensor, probs: Tensor) -> InputDistributionMonitor:
     del probs
     pick = torch.randperm(clean.shape[0], generator=torch.Generator().manual_seed(0))[: st.reference]
     return InputDistributionMonitor(
-        clean[pick].flatten(1).float(), window=st.window, p_value=st.p_value, fdr=st.fdr, permutations=st.permutations
+        clean[pick].flatten(1).float(),
+        window=st.window,
+        p_value=st.p_value,
+        fdr=st.fdr,
+        permutations=st.permutations,
+        background=st.background,
     )
 
 
