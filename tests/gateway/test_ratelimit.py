@@ -56,3 +56,21 @@ def test_threat_factor_shrinks_the_allowance_without_resetting_counters() -> Non
 def test_bad_limits_are_refused(bad: object) -> None:
     with pytest.raises(ConfigError, match="positive integer"):
         RateLimiter(bad, 10, 10)  # type: ignore[arg-type]
+
+
+def test_the_memory_storage_sweeps_inline_without_starting_threads() -> None:
+    import threading
+    import time
+
+    from bastion.gateway.ratelimit import _InlineExpiryMemory
+
+    store = _InlineExpiryMemory()
+    before = threading.active_count()
+    for i in range(200):
+        store.incr(f"k{i}", expiry=0.05)
+    assert threading.active_count() == before  # the stock storage starts a timer thread here
+    assert store.get("k0") == 1
+    time.sleep(0.1)
+    store._next_sweep = 0.0  # the next write sweeps (at most once a second otherwise)
+    store.incr("fresh", expiry=10)
+    assert len(store.storage) == 1 and store.get("fresh") == 1  # the 200 expired counters are gone
