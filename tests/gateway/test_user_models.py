@@ -82,3 +82,22 @@ def test_baseline_outside_the_models_bounds_names_the_bounds_to_set(
     with pytest.raises(ConfigError, match=r"set bounds: \[0, 16\]"):
         _serve(tmp_path, {"m": {"paths": [str(user_models["onnx"])]}}, monitors={"baseline": "raw.npz"})
     assert not (tmp_path / "gw.db").exists()
+
+
+def test_with_every_monitor_and_detector_off_no_baseline_is_needed(
+    user_models: dict[str, Path], tmp_path: Path
+) -> None:
+    from bastion.monitors import MONITORS
+
+    off = {name: {"enabled": False} for name in MONITORS.names()}
+    gw, client, key = _serve(
+        tmp_path, {"m": {"paths": [str(user_models["onnx"])]}}, monitors=off, detectors={"enabled": False}
+    )
+    try:
+        assert gw.screens["m"].names == [] and gw.monitors["m"] == []
+        r = client.post(
+            "/v1/models/m/predict", json={"inputs": [[[[0.0] * 8] * 8]]}, headers={"Authorization": f"Bearer {key}"}
+        )
+        assert r.status_code == 200
+    finally:
+        gw.close()

@@ -164,10 +164,12 @@ class Gateway:
         if monitors:  # before the store too: a monitor that cannot be calibrated leaves nothing behind
             from bastion.gateway.monitoring import build_monitors, clean_inputs
             from bastion.gateway.screening import build_screen
+            from bastion.monitors import MONITORS
 
-            clean = {name: clean_inputs(config, name, model) for name, model in models.items()}
+            needed = config.detectors.enabled or any(config.monitors.settings(m).enabled for m in MONITORS.names())
+            clean = {name: clean_inputs(config, name, model) for name, model in models.items()} if needed else {}
             built = build_monitors(config, models, clean)
-            screens = {name: build_screen(config.detectors, name, model, clean[name]) for name, model in models.items()}
+            screens = {name: build_screen(config.detectors, name, models[name], x) for name, x in clean.items()}
         from bastion.gateway.admin import open_store
 
         store, secret = open_store(config)
