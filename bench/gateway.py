@@ -343,7 +343,7 @@ def _attack(served: Served, title: str, kind: str, target: int, data: Any, spec:
             flush=True,
         )
     if n_keys > 1:
-        flagged = {i["key_id"] for i in served.incidents()}
+        flagged = {i["key_id"] for i in served.incidents() if i["key_id"] is not None}
         print(
             f"Sybil run: {len(flagged)} of {n_keys} keys flagged; the first flag came after {remote.first_flag_total} "
             "queries of the whole attack",

@@ -14,9 +14,10 @@ def _event(key: str, x: torch.Tensor, t: float) -> QueryEvent:
     return QueryEvent(key, "digits", t, x.flatten(1), probs, probs.argmax(1))
 
 
-def _monitor(digits: Dataset, background: bool = False) -> InputDistributionMonitor:
+def _monitor(digits: Dataset, background: bool = False, consecutive: int = 2) -> InputDistributionMonitor:
     kind = MONITORS.get("input_distribution")
-    m = kind.build(kind.settings(window=100, background=background), digits.x_train, torch.zeros(0))
+    st = kind.settings(window=100, background=background, consecutive=consecutive)
+    m = kind.build(st, digits.x_train, torch.zeros(0))
     assert isinstance(m, InputDistributionMonitor)
     return m
 
@@ -31,25 +32,35 @@ def test_drifted_traffic_raises_an_informational_alert_naming_the_key_that_sent_
     m = _monitor(digits)
     faded = digits.x_test * 0.7 + 0.15
     alerts = []
-    for i in range(100):
-        key = "scanner" if i % 4 else f"other{i}"  # 75 of the window's 100 inputs from one key
+    for i in range(200):  # two windows: one drifted window is not enough (consecutive 2)
+        key = "scanner" if i % 4 else f"other{i}"  # 75 of each window's 100 inputs from one key
         alerts += m.observe(_event(key, faded[i : i + 1], float(i)))
+        if i == 99:
+            assert alerts == []
     assert len(alerts) == 1
     a = alerts[0]
     assert a.kind == "input_distribution" and a.severity is Severity.INFO and a.key_id == "scanner"
     assert a.evidence["features_drifted"] > 0 and a.evidence["keys"]["scanner"] == 75
-    assert a.evidence["mmd_p_value"] <= 0.002 or a.evidence["features_drifted"]
+    assert a.evidence["mmd_p_value"] <= 0.005 or a.evidence["features_drifted"]
+    assert len(a.evidence["windows_in_a_row"]) == 2
 
 
 def test_drift_spread_over_keys_names_no_key(digits: Dataset) -> None:
     m = _monitor(digits)
     faded = digits.x_test * 0.7 + 0.15
-    alerts = [a for i in range(100) for a in m.observe(_event(f"k{i % 5}", faded[i : i + 1], float(i)))]
+    alerts = [a for i in range(200) for a in m.observe(_event(f"k{i % 5}", faded[i : i + 1], float(i)))]
     assert len(alerts) == 1 and alerts[0].key_id is None
 
 
+def test_a_clean_window_between_drifted_ones_breaks_the_streak(digits: Dataset) -> None:
+    m = _monitor(digits)
+    faded = digits.x_test * 0.7 + 0.15
+    stream = torch.cat([faded[:100], digits.x_test[100:200], faded[200:300]])
+    assert [a for i in range(300) for a in m.observe(_event("k", stream[i : i + 1], float(i)))] == []
+
+
 def test_in_the_background_the_alert_comes_with_a_later_request(digits: Dataset) -> None:
-    m = _monitor(digits, background=True)
+    m = _monitor(digits, background=True, consecutive=1)
     faded = digits.x_test * 0.7 + 0.15
     at_window = [a for i in range(100) for a in m.observe(_event("scanner", faded[i : i + 1], float(i)))]
     assert at_window == []  # the window is being tested on the worker thread, not on this request

@@ -95,7 +95,14 @@ class DetectionMonitor:
                 score=hits / total,
                 atlas="AML.T0043",
                 time=event.time,
-                evidence={"detector": detector, "flagged": hits, "window": total, "fpr": fpr, "p_value": p},
+                evidence={
+                    "detector": detector,
+                    "flagged": hits,
+                    "window": total,
+                    "fpr": fpr,
+                    "p_value": p,
+                    "queries": st.inputs,
+                },
             )
         ]
 
