@@ -174,6 +174,8 @@ def overhead(args: argparse.Namespace, model_path: Path) -> None:
     data = load_dataset("fashion-mnist")
     inputs = data.x_test[:2000].tolist()
     print(f"\n## Gateway overhead — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
+    if args.no_detectors:
+        print("gateway: every monitor on, the input detectors off (--no-detectors)")
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, python "
         f"{sys.version.split()[0]}, server torch threads 1, load average {os.getloadavg()[0]:.2f}"
@@ -199,7 +201,8 @@ def overhead(args: argparse.Namespace, model_path: Path) -> None:
                 keys: list[str | None] = [None] * args.clients
                 stopper = proc
             else:
-                served = Served(CACHE / "gw-overhead", model_path, port)
+                extra = {"detectors": {"enabled": False}} if args.no_detectors else {}
+                served = Served(CACHE / "gw-overhead", model_path, port, **extra)
                 keys = list(served.keys(args.clients, "load"))
                 url, stopper = served.url, served.proc
             _load(url, keys, inputs, 2.0)  # warm-up
@@ -625,6 +628,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--part", choices=["overhead", "detection", "blinded", "randomization", "all"], default="all")
     ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--no-detectors", action="store_true", help="overhead: the gateway with its input detectors off")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--bare-server", help=argparse.SUPPRESS)

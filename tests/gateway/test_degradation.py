@@ -140,3 +140,15 @@ def test_the_service_level_tightens_new_keys_not_established_ones(
     assert env.client.get("/v1/admin/threat", headers=admin).json()["service_level"] == "normal"
     r = env.client.post("/v1/models/digits/predict", json=body, headers=env.h(fresh)).json()
     assert r["threat_level"] == "normal"
+
+
+def test_an_incident_keeps_the_alert_that_opened_it_and_the_latest_ones(env: Env) -> None:
+    from bastion.monitors import Alert, Severity
+
+    for i in range(25):
+        rec = env.gateway.incidents.record_alert(
+            Alert("m", "probing", "k1", Severity.WARNING, f"alert {i}", 1.0, "AML.T0043", float(i), {"queries": i})
+        )
+    assert rec.alert_count == 25 and len(rec.evidence) == 20
+    assert rec.evidence[0]["evidence"]["queries"] == 0  # what opened the case
+    assert [e["evidence"]["queries"] for e in rec.evidence[1:]] == list(range(6, 25))

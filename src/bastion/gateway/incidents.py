@@ -1,7 +1,7 @@
 """Incidents: alerts of one kind about one key grouped into a case, with the playbook that answers it.
 
 An alert opens an incident, or updates the open (or acknowledged) one for the same kind and key: the count, the
-highest severity and the latest evidence (the last 20 alerts) are kept. Each incident records what the gateway did
+highest severity and the evidence (the alert that opened it and the latest 19) are kept. Each incident records what the gateway did
 automatically (its playbook's actions, threat-level changes) and the steps it recommends to a person. Admins
 acknowledge and resolve incidents through the API or ``bastion incidents``.
 """
@@ -83,7 +83,8 @@ class IncidentManager:
                 severity=severity,
                 updated_at=now,
                 alert_count=current.alert_count + 1,
-                evidence=[*current.evidence, evidence][-EVIDENCE_KEPT:],
+                # the alert that opened the case stays first; the latest ones after it
+                evidence=[current.evidence[0], *[*current.evidence[1:], evidence][-(EVIDENCE_KEPT - 1) :]],
             )
             self.store.update_incident(rec)
             return rec
