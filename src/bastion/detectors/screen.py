@@ -28,10 +28,6 @@ class Screen:
         if unfitted:
             raise ConfigError(f"detector(s) {unfitted} are not fitted: fit them on clean inputs first")
 
-    @classmethod
-    def of(cls, detectors: Sequence[FittedThreshold]) -> Screen:
-        return cls(tuple(detectors))
-
     def __call__(self, x: Tensor) -> tuple[Detection, ...]:
         out = []
         with torch.no_grad():
