@@ -110,6 +110,17 @@ class TorchClassifier:
             return self.module(x)
         return torch.cat([self.module(x[i : i + mb]) for i in range(0, x.shape[0], mb)])
 
+    def train_logits(self, x: Tensor) -> Tensor:
+        """Logits in the module's *current* mode (training loops put it in train mode first), with the classifier's
+        normalisation and memory format; :meth:`logits` always evaluates in eval mode. Counts no queries."""
+        if x.device != self.device:
+            x = x.to(self.device)
+        if self._mean is not None and self._std is not None:
+            x = (x - self._mean) / self._std
+        if self._channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self._chunked(x)
+
     def logits(self, x: Tensor) -> Tensor:
         """Logits ``(N, K)``, differentiable with respect to ``x``; counts N queries."""
         if x.dim() != len(self.spec.input_shape) + 1 or tuple(x.shape[1:]) != self.spec.input_shape:
