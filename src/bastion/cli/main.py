@@ -20,6 +20,7 @@ from bastion.cli.assess import assess
 from bastion.cli.audit import audit_app
 from bastion.cli.demo import demo
 from bastion.cli.drift import drift
+from bastion.cli.harden import harden
 from bastion.cli.incidents import incidents_app
 from bastion.cli.keys import keys_app
 from bastion.cli.serve import serve
@@ -39,6 +40,7 @@ app.command()(assess)
 app.command()(demo)
 app.command()(serve)
 app.command()(drift)
+app.command()(harden)
 app.add_typer(keys_app, name="keys")
 app.add_typer(incidents_app, name="incidents")
 app.add_typer(audit_app, name="audit")

@@ -8,6 +8,7 @@ from bastion.defenses.training.adversarial import (
     EpochRecord,
     HardeningResult,
     adversarial_train,
+    check_training,
 )
 
-__all__ = ["METHODS", "AdversarialTraining", "EpochRecord", "HardeningResult", "adversarial_train"]
+__all__ = ["METHODS", "AdversarialTraining", "EpochRecord", "HardeningResult", "adversarial_train", "check_training"]

@@ -175,18 +175,16 @@ def overfit_epoch(history: list[EpochRecord], drop: float) -> int | None:
     return None
 
 
-def adversarial_train(
-    classifier: TorchClassifier,
+def check_training(
+    classifier: object,
     x: Tensor,
     y: Tensor,
     settings: AdversarialTraining,
     *,
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
-    progress: Progress | None = None,
-) -> HardeningResult:
-    """Adversarially train ``classifier``'s module in place on ``(x, y)`` (inputs within its bounds), holding out
-    ``settings.check_samples`` of them for the per-epoch PGD check; returns the best epoch's weights."""
+) -> None:
+    """Every problem :func:`adversarial_train` would refuse, before any work (the CLI calls it first)."""
     s = settings
     if not isinstance(classifier, TorchClassifier):
         raise ConfigError(
@@ -210,6 +208,24 @@ def adversarial_train(
         )
     if resume and checkpoint_dir is None:
         raise ConfigError("resume needs the checkpoint folder of the interrupted run")
+    if resume and not (Path(checkpoint_dir) / "checkpoint.json").is_file():  # type: ignore[arg-type]
+        raise ConfigError(f"no checkpoint to resume in {checkpoint_dir}: start without --resume (or name the folder)")
+
+
+def adversarial_train(
+    classifier: TorchClassifier,
+    x: Tensor,
+    y: Tensor,
+    settings: AdversarialTraining,
+    *,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: Progress | None = None,
+) -> HardeningResult:
+    """Adversarially train ``classifier``'s module in place on ``(x, y)`` (inputs within its bounds), holding out
+    ``settings.check_samples`` of them for the per-epoch PGD check; returns the best epoch's weights."""
+    s = settings
+    check_training(classifier, x, y, s, checkpoint_dir=checkpoint_dir, resume=resume)
     progress = progress or NullProgress()
     module = classifier.module
     g = make_generator(s.seed)

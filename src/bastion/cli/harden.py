@@ -1,0 +1,208 @@
+"""`bastion harden MODEL --data DATA --method ...`: adversarially train a model, save it with its record, and assess
+the original and the hardened model with the same policy, side by side."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from bastion.cli._console import console, progress_bar
+from bastion.cli._inputs import (
+    ArchOpt,
+    BoundsOpt,
+    ChannelsOpt,
+    LabelOpt,
+    ScaleOpt,
+    ShapeOpt,
+    SizeOpt,
+    TrustOpt,
+    card_dataset,
+    read_data,
+    read_model,
+)
+from bastion.errors import ConfigError
+
+
+def _save(loaded: Any, module: Any, out: Path, record: dict[str, Any], clean: float, dataset: Any) -> str:
+    """Bastion safetensors + card for a zoo model; torch.export (.pt2) + a JSON record for anything else."""
+    import torch
+
+    if loaded.card is not None:
+        from bastion.models.zoo import save_model
+
+        if out.suffix != ".safetensors":
+            raise ConfigError(f"--out {out}: a model with a Bastion card is saved as .safetensors; name it so")
+        card = dataclasses.replace(
+            loaded.card,
+            name=f"{loaded.card.name}-{record['method']}",
+            clean_accuracy=clean,
+            training={**record, "hardened_from": {"file": loaded.path.name, "sha256": loaded.sha256}},
+            epochs=len(record["history"]),
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        save_model(module.to(memory_format=torch.contiguous_format), card, out)
+        return f"{out} and {out.with_suffix('.json')}"
+    if out.suffix != ".pt2":
+        raise ConfigError(
+            f"--out {out}: {loaded.path.name} has no Bastion card, so the hardened model is written with torch.export;"
+            " name the output .pt2"
+        )
+    example = dataset.x_test[:2].contiguous()
+    try:
+        program = torch.export.export(
+            module.to(memory_format=torch.contiguous_format).eval(),
+            (example,),
+            dynamic_shapes=({0: torch.export.Dim("n", min=1, max=65536)},),
+        )
+    except Exception as e:  # torch.export raises many kinds; the user needs the reason in one line
+        raise ConfigError(
+            f"the hardened model could not be exported with torch.export: {str(e).splitlines()[0]}"
+        ) from None
+    torch.export.save(program, str(out))
+    side = out.with_name(out.stem + ".hardening.json")
+    side.write_text(
+        json.dumps(
+            {"hardened_from": {"file": loaded.path.name, "sha256": loaded.sha256}, "clean_accuracy": clean, **record},
+            indent=1,
+        )
+    )
+    return f"{out} and {side}"
+
+
+def harden(
+    model: Annotated[
+        Path, typer.Argument(help="model file Bastion loads with gradients (.safetensors, .onnx, .pt2, TorchScript)")
+    ],
+    data: Annotated[
+        str | None, typer.Option("--data", "-d", help="built-in dataset, or .npz / CSV / image folder")
+    ] = None,
+    method: Annotated[str, typer.Option(help="pgd-at, trades or fast-at")] = "pgd-at",
+    eps: Annotated[float, typer.Option(help="perturbation budget trained against (Linf)")] = 0.1,
+    steps: Annotated[int, typer.Option(min=1, help="inner attack steps (pgd-at, trades)")] = 10,
+    beta: Annotated[float, typer.Option(help="TRADES robustness weight")] = 6.0,
+    epochs: Annotated[int, typer.Option(min=1)] = 10,
+    batch_size: Annotated[int, typer.Option(min=1)] = 128,
+    lr: Annotated[
+        float | None, typer.Option(help="learning rate (default: Adam 1e-3; fast-AT's cyclic peak 0.05)")
+    ] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    check_samples: Annotated[
+        int, typer.Option(min=1, help="training inputs held out for the per-epoch PGD check")
+    ] = 500,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="hardened model (.safetensors with a card, else .pt2)")
+    ] = Path("hardened.safetensors"),
+    report: Annotated[Path, typer.Option(help="folder of the before/after report")] = Path("hardening-report"),
+    policy: Annotated[Path | None, typer.Option("--policy", "-p", help="assessment policy (default: built-in)")] = None,
+    samples: Annotated[int | None, typer.Option(min=1, help="test inputs the assessments use")] = None,
+    checkpoint_dir: Annotated[
+        Path | None, typer.Option(help="checkpoint each epoch here (default: beside --out)")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="continue the interrupted run checkpointed in --checkpoint-dir")] = False,
+    arch: ArchOpt = None,
+    trust: TrustOpt = None,
+    input_shape: ShapeOpt = None,
+    bounds: BoundsOpt = None,
+    label_column: LabelOpt = "label",
+    image_size: SizeOpt = None,
+    channels: ChannelsOpt = None,
+    scale: ScaleOpt = None,
+) -> None:
+    """Adversarially train MODEL on DATA's training split (PGD-AT, TRADES or fast-AT), save it, and assess the original
+    and the hardened model with the same policy into one before/after report."""
+    from bastion.assess import load_policy
+    from bastion.cli.assess import assess_model
+    from bastion.defenses.training import AdversarialTraining, adversarial_train, check_training
+    from bastion.models.torch import TorchClassifier
+    from bastion.reports.comparison import write_comparison
+    from bastion.types import Norm
+
+    settings = AdversarialTraining(
+        method=method,  # type: ignore[arg-type]
+        eps=eps,
+        norm=Norm.LINF,
+        steps=steps,
+        beta=beta,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        check_samples=check_samples,
+    )
+    if not model.is_file():
+        raise ConfigError(f"model file {model} does not exist")
+    data_name = data or card_dataset(model)
+    if data_name is None:
+        raise ConfigError(
+            f"{model.name} names no dataset: pass --data (a built-in name, or an .npz, CSV or image folder)"
+        )
+    dataset = read_data(
+        data_name,
+        label_column=label_column,
+        image_size=image_size,
+        channels=channels,
+        scale=scale,
+        bounds=bounds,
+        input_shape=input_shape,
+    )
+    if dataset.x_train.shape[0] == 0:
+        raise ConfigError(
+            f"{data_name} has no training split: give an .npz with x_train, y_train (and x_test, y_test to assess on)"
+        )
+    loaded = read_model(model, dataset, arch=arch, trust=trust, input_shape=input_shape, bounds=bounds)
+    if not isinstance(loaded.classifier, TorchClassifier):
+        raise ConfigError(
+            f"{model.name} loads without gradients ({loaded.format}); adversarial training needs a torch model "
+            "(safetensors, .pt2, TorchScript, or ONNX that onnx2torch converts)"
+        )
+    pol = load_policy(policy)
+    n_test = int(dataset.x_test.shape[0])
+    pol = pol.model_copy(update={"samples": samples if samples is not None else min(pol.samples, n_test)})
+    directory = checkpoint_dir or out.with_name(out.stem + ".checkpoints")
+    check_training(
+        loaded.classifier, dataset.x_train, dataset.y_train, settings, checkpoint_dir=directory, resume=resume
+    )
+    if (loaded.card is not None and out.suffix != ".safetensors") or (loaded.card is None and out.suffix != ".pt2"):
+        want = ".safetensors (it has a Bastion card)" if loaded.card is not None else ".pt2 (torch.export)"
+        raise ConfigError(f"--out {out}: the hardened {model.name} is written as {want}; name the output so")
+    original = copy.deepcopy(loaded.classifier)
+    with progress_bar() as bar:
+        result = adversarial_train(
+            loaded.classifier,
+            dataset.x_train,
+            dataset.y_train,
+            settings,
+            checkpoint_dir=directory,
+            resume=resume,
+            progress=bar,
+        )
+    for note in result.notes:
+        console.print(f"[yellow]note[/]: {note}")
+    import torch
+
+    with torch.no_grad():
+        clean = float((result.classifier.predict_logits(dataset.x_test).argmax(1) == dataset.y_test).float().mean())
+    record = result.training_record()
+    written = _save(loaded, result.classifier.module, out, record, clean, dataset)
+    console.print(
+        f"[green]hardened[/] with {settings.method} in {result.seconds:.1f}s (best epoch {result.best_epoch}): clean "
+        f"test accuracy {clean:.2%}; wrote {written}"
+    )
+    info = loaded.info()
+    console.print("[bold]before[/]")
+    before = assess_model(original, info, dataset, pol, report / "before")
+    console.print("[bold]after[/]")
+    after = assess_model(
+        result.classifier, {**info, "name": f"{info.get('name')} ({settings.method})"}, dataset, pol, report / "after"
+    )
+    html, _ = write_comparison(before, after, record, report)
+    console.print(f"before/after report: [bold]{html}[/]")
+    if any(f.get("severity") == "error" for f in after.sanity):
+        console.print("[red]the hardened model failed a sanity check[/]: its robust accuracy may be masked gradients")
+        raise typer.Exit(1)

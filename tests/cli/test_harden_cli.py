@@ -1,0 +1,99 @@
+"""`bastion harden`: train, save with a record, and assess before and after with one policy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from tests.cli._run import run_cli
+
+from bastion.models.formats import load_classifier
+from bastion.models.zoo.card import read_card
+
+POLICY = {"samples": 120, "attacks": [{"attack": "pgd", "eps": [0.1], "params": {"steps": 10}}]}
+FAST = ["--method", "fast-at", "--epochs", "6", "--check-samples", "200"]
+
+
+def _policy(tmp_path: Path) -> Path:
+    p = tmp_path / "policy.yaml"
+    p.write_text(yaml.safe_dump(POLICY))
+    return p
+
+
+def test_harden_a_zoo_model_writes_its_card_and_a_before_after_report(digits_model_file: Path, tmp_path: Path) -> None:
+    out, rep = tmp_path / "hard.safetensors", tmp_path / "rep"
+    ran = run_cli(
+        "harden",
+        str(digits_model_file),
+        *FAST,
+        "--out",
+        str(out),
+        "--report",
+        str(rep),
+        "--policy",
+        str(_policy(tmp_path)),
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    card = read_card(out)
+    assert card.training["method"] == "fast-at" and card.training["settings"]["eps"] == 0.1
+    assert card.training["hardened_from"]["file"] == digits_model_file.name and len(card.training["history"]) >= 1
+    data = json.loads((rep / "comparison.json").read_text())
+    robust = next(r for r in data["rows"] if r["metric"] == "robust_accuracy")
+    assert robust["after"] >= robust["before"] + 0.1, robust  # PGD-10 at eps 0.1 on 120 test digits
+    assert (rep / "before" / "index.html").is_file() and (rep / "after" / "index.html").is_file()
+    html = (rep / "index.html").read_text()
+    assert "Before and after, the same policy" in html and "Sanity checks on the hardened model" in html
+    assert (tmp_path / "hard.checkpoints" / "checkpoint.json").is_file()
+
+
+def test_a_model_without_a_card_is_exported_as_pt2(user_models: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "hard.pt2"
+    ran = run_cli(
+        "harden",
+        str(user_models["onnx"]),
+        "--data",
+        "digits",
+        *FAST,
+        "--out",
+        str(out),
+        "--report",
+        str(tmp_path / "r"),
+        "--policy",
+        str(_policy(tmp_path)),
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    loaded = load_classifier(out)
+    assert loaded.format == "torch.export" or loaded.path == out
+    record = json.loads((tmp_path / "hard.hardening.json").read_text())
+    assert record["method"] == "fast-at" and record["hardened_from"]["file"] == "digits.onnx"
+
+
+def test_bad_requests_get_one_line_and_exit_2(
+    digits_model_file: Path, user_models: dict[str, Path], tmp_path: Path
+) -> None:
+    cases = [
+        ("harden", str(digits_model_file), "--method", "free-at"),
+        ("harden", str(digits_model_file), "--eps", "0"),
+        ("harden", str(digits_model_file), "--eps", "2"),
+        ("harden", str(tmp_path / "missing.safetensors")),
+        (
+            "harden",
+            str(digits_model_file),
+            "--out",
+            str(tmp_path / "x.onnx"),
+            "--epochs",
+            "1",
+            "--check-samples",
+            "100",
+            "--policy",
+            str(_policy(tmp_path)),
+        ),
+        ("harden", str(user_models["skops"]), "--data", "digits", "--input-shape", "1,8,8"),
+        ("harden", str(digits_model_file), "--resume", "--checkpoint-dir", str(tmp_path / "none")),
+        ("harden", str(digits_model_file), "--data", "breast-cancer"),
+    ]
+    for args in cases:
+        ran = run_cli(*args)
+        assert ran.returncode == 2, (args, ran.stdout[-300:], ran.stderr)
+        assert ran.stderr.startswith("error:") and len(ran.stderr.strip().splitlines()) == 1, (args, ran.stderr)
