@@ -97,3 +97,32 @@ def test_bad_requests_get_one_line_and_exit_2(
         ran = run_cli(*args)
         assert ran.returncode == 2, (args, ran.stdout[-300:], ran.stderr)
         assert ran.stderr.startswith("error:") and len(ran.stderr.strip().splitlines()) == 1, (args, ran.stderr)
+
+
+def test_dp_sgd_writes_the_privacy_budget_into_card_and_report(digits_model_file: Path, tmp_path: Path) -> None:
+    out, rep = tmp_path / "dp.safetensors", tmp_path / "rep"
+    ran = run_cli(
+        "harden",
+        str(digits_model_file),
+        "--method",
+        "dp-sgd",
+        "--epsilon",
+        "3",
+        "--delta",
+        "1e-4",
+        "--epochs",
+        "3",
+        "--out",
+        str(out),
+        "--report",
+        str(rep),
+        "--policy",
+        str(_policy(tmp_path)),
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    privacy = read_card(out).training["privacy"]
+    assert privacy["epsilon"] <= 3.0 + 1e-6 and privacy["delta"] == 1e-4 and privacy["accountant"] == "prv"
+    assert privacy["noise_multiplier"] > 0 and privacy["steps"] > 0
+    assert "Privacy budget" in (rep / "index.html").read_text()
+    bad = run_cli("harden", str(digits_model_file), "--method", "dp-sgd", "--delta", "0.01")
+    assert bad.returncode == 2 and "below 1/n" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

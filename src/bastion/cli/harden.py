@@ -82,16 +82,22 @@ def harden(
     data: Annotated[
         str | None, typer.Option("--data", "-d", help="built-in dataset, or .npz / CSV / image folder")
     ] = None,
-    method: Annotated[str, typer.Option(help="pgd-at, trades or fast-at")] = "pgd-at",
+    method: Annotated[str, typer.Option(help="pgd-at, trades, fast-at or dp-sgd")] = "pgd-at",
     eps: Annotated[float, typer.Option(help="perturbation budget trained against (Linf)")] = 0.1,
     steps: Annotated[int, typer.Option(min=1, help="inner attack steps (pgd-at, trades)")] = 10,
     beta: Annotated[float, typer.Option(help="TRADES robustness weight")] = 6.0,
     epochs: Annotated[int, typer.Option(min=1)] = 10,
-    batch_size: Annotated[int, typer.Option(min=1)] = 128,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="default: 128, or 256 for dp-sgd")] = None,
     lr: Annotated[
         float | None, typer.Option(help="learning rate (default: Adam 1e-3; fast-AT's cyclic peak 0.05)")
     ] = None,
     seed: Annotated[int, typer.Option()] = 0,
+    epsilon: Annotated[float, typer.Option(help="dp-sgd: the privacy budget to reach")] = 3.0,
+    delta: Annotated[float, typer.Option(help="dp-sgd: delta, below 1/(training inputs)")] = 1e-5,
+    max_grad_norm: Annotated[float, typer.Option(help="dp-sgd: per-sample gradient clipping norm")] = 1.0,
+    fix_modules: Annotated[
+        bool, typer.Option(help="dp-sgd: replace layers DP-SGD cannot train (BatchNorm -> GroupNorm)")
+    ] = False,
     check_samples: Annotated[
         int, typer.Option(min=1, help="training inputs held out for the per-epoch PGD check")
     ] = 500,
@@ -114,27 +120,50 @@ def harden(
     channels: ChannelsOpt = None,
     scale: ScaleOpt = None,
 ) -> None:
-    """Adversarially train MODEL on DATA's training split (PGD-AT, TRADES or fast-AT), save it, and assess the original
-    and the hardened model with the same policy into one before/after report."""
+    """Harden MODEL on DATA's training split (adversarial training: PGD-AT, TRADES, fast-AT; or differentially private
+    training: DP-SGD), save it, and assess the original and the hardened model with the same policy into one
+    before/after report."""
     from bastion.assess import load_policy
     from bastion.cli.assess import assess_model
-    from bastion.defenses.training import AdversarialTraining, adversarial_train, check_training
+    from bastion.defenses.training import (
+        AdversarialTraining,
+        PrivateTraining,
+        adversarial_train,
+        check_private,
+        check_training,
+        private_train,
+    )
     from bastion.models.torch import TorchClassifier
     from bastion.reports.comparison import write_comparison
     from bastion.types import Norm
 
-    settings = AdversarialTraining(
-        method=method,  # type: ignore[arg-type]
-        eps=eps,
-        norm=Norm.LINF,
-        steps=steps,
-        beta=beta,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        seed=seed,
-        check_samples=check_samples,
-    )
+    private = method == "dp-sgd"
+    if private:
+        if resume:
+            raise ConfigError("--resume is not supported for dp-sgd yet (the accountant's state is not checkpointed)")
+        dp = PrivateTraining(
+            epsilon=epsilon,
+            delta=delta,
+            max_grad_norm=max_grad_norm,
+            epochs=epochs,
+            batch_size=batch_size or 256,
+            lr=lr if lr is not None else 0.5,
+            fix_modules=fix_modules,
+            seed=seed,
+        )
+    else:
+        settings = AdversarialTraining(
+            method=method,  # type: ignore[arg-type]
+            eps=eps,
+            norm=Norm.LINF,
+            steps=steps,
+            beta=beta,
+            epochs=epochs,
+            batch_size=batch_size or 128,
+            lr=lr,
+            seed=seed,
+            check_samples=check_samples,
+        )
     if not model.is_file():
         raise ConfigError(f"model file {model} does not exist")
     data_name = data or card_dataset(model)
@@ -158,49 +187,56 @@ def harden(
     loaded = read_model(model, dataset, arch=arch, trust=trust, input_shape=input_shape, bounds=bounds)
     if not isinstance(loaded.classifier, TorchClassifier):
         raise ConfigError(
-            f"{model.name} loads without gradients ({loaded.format}); adversarial training needs a torch model "
+            f"{model.name} loads without gradients ({loaded.format}); hardening needs a torch model "
             "(safetensors, .pt2, TorchScript, or ONNX that onnx2torch converts)"
         )
     pol = load_policy(policy)
     n_test = int(dataset.x_test.shape[0])
     pol = pol.model_copy(update={"samples": samples if samples is not None else min(pol.samples, n_test)})
     directory = checkpoint_dir or out.with_name(out.stem + ".checkpoints")
-    check_training(
-        loaded.classifier, dataset.x_train, dataset.y_train, settings, checkpoint_dir=directory, resume=resume
-    )
+    if private:
+        check_private(loaded.classifier, dataset.x_train, dataset.y_train, dp)
+    else:
+        check_training(
+            loaded.classifier, dataset.x_train, dataset.y_train, settings, checkpoint_dir=directory, resume=resume
+        )
     if (loaded.card is not None and out.suffix != ".safetensors") or (loaded.card is None and out.suffix != ".pt2"):
         want = ".safetensors (it has a Bastion card)" if loaded.card is not None else ".pt2 (torch.export)"
         raise ConfigError(f"--out {out}: the hardened {model.name} is written as {want}; name the output so")
     original = copy.deepcopy(loaded.classifier)
     with progress_bar() as bar:
-        result = adversarial_train(
-            loaded.classifier,
-            dataset.x_train,
-            dataset.y_train,
-            settings,
-            checkpoint_dir=directory,
-            resume=resume,
-            progress=bar,
-        )
-    for note in result.notes:
-        console.print(f"[yellow]note[/]: {note}")
+        if private:
+            dp_result = private_train(loaded.classifier, dataset.x_train, dataset.y_train, dp, progress=bar)
+            hardened, record, seconds = dp_result.classifier, dp_result.training_record(), dp_result.seconds
+            what = (
+                f"dp-sgd to epsilon {dp_result.epsilon:.3g} at delta {dp.delta:g} "
+                f"(noise multiplier {dp_result.noise_multiplier:.3g})"
+            )
+        else:
+            result = adversarial_train(
+                loaded.classifier,
+                dataset.x_train,
+                dataset.y_train,
+                settings,
+                checkpoint_dir=directory,
+                resume=resume,
+                progress=bar,
+            )
+            hardened, record, seconds = result.classifier, result.training_record(), result.seconds
+            what = f"{settings.method} (best epoch {result.best_epoch})"
+            for note in result.notes:
+                console.print(f"[yellow]note[/]: {note}")
     import torch
 
     with torch.no_grad():
-        clean = float((result.classifier.predict_logits(dataset.x_test).argmax(1) == dataset.y_test).float().mean())
-    record = result.training_record()
-    written = _save(loaded, result.classifier.module, out, record, clean, dataset)
-    console.print(
-        f"[green]hardened[/] with {settings.method} in {result.seconds:.1f}s (best epoch {result.best_epoch}): clean "
-        f"test accuracy {clean:.2%}; wrote {written}"
-    )
+        clean = float((hardened.predict_logits(dataset.x_test).argmax(1) == dataset.y_test).float().mean())
+    written = _save(loaded, hardened.module, out, record, clean, dataset)
+    console.print(f"[green]hardened[/] with {what} in {seconds:.1f}s: clean test accuracy {clean:.2%}; wrote {written}")
     info = loaded.info()
     console.print("[bold]before[/]")
     before = assess_model(original, info, dataset, pol, report / "before")
     console.print("[bold]after[/]")
-    after = assess_model(
-        result.classifier, {**info, "name": f"{info.get('name')} ({settings.method})"}, dataset, pol, report / "after"
-    )
+    after = assess_model(hardened, {**info, "name": f"{info.get('name')} ({method})"}, dataset, pol, report / "after")
     html, _ = write_comparison(before, after, record, report)
     console.print(f"before/after report: [bold]{html}[/]")
     if any(f.get("severity") == "error" for f in after.sanity):

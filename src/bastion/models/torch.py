@@ -110,6 +110,15 @@ class TorchClassifier:
             return self.module(x)
         return torch.cat([self.module(x[i : i + mb]) for i in range(0, x.shape[0], mb)])
 
+    def prepare(self, x: Tensor) -> Tensor:
+        """``x`` on the model's device with the classifier's normalisation applied: what the module itself takes
+        (for training loops that call the module directly, such as DP-SGD's per-sample-gradient wrapper)."""
+        if x.device != self.device:
+            x = x.to(self.device)
+        if self._mean is not None and self._std is not None:
+            x = (x - self._mean) / self._std
+        return x
+
     def train_logits(self, x: Tensor) -> Tensor:
         """Logits in the module's *current* mode (training loops put it in train mode first), with the classifier's
         normalisation and memory format; :meth:`logits` always evaluates in eval mode. Counts no queries."""

@@ -103,7 +103,16 @@ def write_comparison(before: Report, after: Report, training: dict[str, Any], ou
             else ""
         )
     )
-    hist = training.get("history") or []
+    hist = [h for h in training.get("history") or [] if "robust_accuracy" in h]
+    privacy = training.get("privacy")
+    privacy_html = (
+        "<h2>Privacy budget</h2><table>"
+        + "".join(f"<tr><th>{escape(str(k))}</th><td>{escape(str(v))}</td></tr>" for k, v in privacy.items())
+        + "</table><p class=muted>(epsilon, delta)-differential privacy of the training data, as the accountant "
+        "computed it for these settings; the robustness figures above are not what DP-SGD promises.</p>"
+        if privacy
+        else ""
+    )
     figure = (
         f"<figure><img alt='training curve' src='data:image/png;base64,{base64.b64encode(_curve(hist)).decode()}'>"
         "<figcaption>Accuracy on the held-out check inputs after each epoch; the best PGD check's weights were "
@@ -123,7 +132,7 @@ def write_comparison(before: Report, after: Report, training: dict[str, Any], ou
         f"{'<ul>' + notes + '</ul>' if notes else ''}"
         "<h2>Before and after, the same policy</h2><table><tr><th>entry</th><th>at</th><th>metric</th>"
         f"<th>before</th><th>after</th><th></th></tr>{body}</table>"
-        f"<h2>Sanity checks on the hardened model</h2>{sanity}"
+        f"<h2>Sanity checks on the hardened model</h2>{sanity}{privacy_html}"
         f"<h2>Training</h2>{figure}<pre>{settings}</pre>"
         "</body></html>"
     )

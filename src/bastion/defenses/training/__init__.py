@@ -1,4 +1,5 @@
-"""Training-time hardening: adversarial training (PGD-AT, TRADES, fast-AT)."""
+"""Training-time hardening: adversarial training (PGD-AT, TRADES, fast-AT) and differentially private training
+(DP-SGD on Opacus)."""
 
 from __future__ import annotations
 
@@ -10,5 +11,17 @@ from bastion.defenses.training.adversarial import (
     adversarial_train,
     check_training,
 )
+from bastion.defenses.training.private import PrivateResult, PrivateTraining, check_private, private_train
 
-__all__ = ["METHODS", "AdversarialTraining", "EpochRecord", "HardeningResult", "adversarial_train", "check_training"]
+__all__ = [
+    "METHODS",
+    "AdversarialTraining",
+    "EpochRecord",
+    "HardeningResult",
+    "PrivateResult",
+    "PrivateTraining",
+    "adversarial_train",
+    "check_private",
+    "check_training",
+    "private_train",
+]
