@@ -123,6 +123,9 @@ def test_dp_sgd_writes_the_privacy_budget_into_card_and_report(digits_model_file
     privacy = read_card(out).training["privacy"]
     assert privacy["epsilon"] <= 3.0 + 1e-6 and privacy["delta"] == 1e-4 and privacy["accountant"] == "prv"
     assert privacy["noise_multiplier"] > 0 and privacy["steps"] > 0
-    assert "Privacy budget" in (rep / "index.html").read_text()
+    html = (rep / "index.html").read_text()
+    assert "Privacy budget" in html and "Membership inference (loss threshold)" in html
+    mia = json.loads((rep / "comparison.json").read_text())["training"]["membership_inference"]
+    assert 0 <= mia["before"]["auc"] <= 1 and 0 <= mia["after"]["auc"] <= 1 and mia["after"]["members"] == 360
     bad = run_cli("harden", str(digits_model_file), "--method", "dp-sgd", "--delta", "0.01")
     assert bad.returncode == 2 and "below 1/n" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

@@ -237,7 +237,22 @@ def harden(
     before = assess_model(original, info, dataset, pol, report / "before")
     console.print("[bold]after[/]")
     after = assess_model(hardened, {**info, "name": f"{info.get('name')} ({method})"}, dataset, pol, report / "after")
-    html, _ = write_comparison(before, after, record, report)
+    from bastion.attacks.inference import loss_threshold
+
+    n_mia = min(int(dataset.x_train.shape[0]), n_test, 1000)
+    members, non_members = (
+        (dataset.x_train[:n_mia], dataset.y_train[:n_mia]),
+        (dataset.x_test[:n_mia], dataset.y_test[:n_mia]),
+    )
+    membership = {
+        "before": loss_threshold(original, members, non_members).to_dict(),
+        "after": loss_threshold(hardened, members, non_members).to_dict(),
+    }
+    console.print(
+        f"membership inference (loss threshold, {n_mia} training vs {n_mia} test inputs): AUC "
+        f"{membership['before']['auc']:.3f} before, {membership['after']['auc']:.3f} after (0.5 is chance)"
+    )
+    html, _ = write_comparison(before, after, {**record, "membership_inference": membership}, report)
     console.print(f"before/after report: [bold]{html}[/]")
     if any(f.get("severity") == "error" for f in after.sanity):
         console.print("[red]the hardened model failed a sanity check[/]: its robust accuracy may be masked gradients")

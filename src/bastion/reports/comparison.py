@@ -113,6 +113,21 @@ def write_comparison(before: Report, after: Report, training: dict[str, Any], ou
         if privacy
         else ""
     )
+    mia = training.get("membership_inference")
+    mia_html = (
+        "<h2>Membership inference (loss threshold)</h2><table><tr><th></th><th>AUC</th><th>advantage</th>"
+        "<th>TPR at 1% FPR</th></tr>"
+        + "".join(
+            f"<tr><td>{side}</td><td class=num>{mia[side]['auc']:.3f}</td><td class=num>{mia[side]['advantage']:.3f}"
+            f"</td><td class=num>{mia[side]['tpr_at_1pct_fpr']:.3f}</td></tr>"
+            for side in ("before", "after")
+        )
+        + f"</table><p class=muted>{mia['before']['members']} training inputs against as many test inputs; an AUC of "
+        "0.5 is chance: the attacker cannot tell who was in the training set by the model's loss (Yeom et al. "
+        "2018). The calibrated attacks (LiRA, RMIA) are stronger.</p>"
+        if mia
+        else ""
+    )
     figure = (
         f"<figure><img alt='training curve' src='data:image/png;base64,{base64.b64encode(_curve(hist)).decode()}'>"
         "<figcaption>Accuracy on the held-out check inputs after each epoch; the best PGD check's weights were "
@@ -132,7 +147,7 @@ def write_comparison(before: Report, after: Report, training: dict[str, Any], ou
         f"{'<ul>' + notes + '</ul>' if notes else ''}"
         "<h2>Before and after, the same policy</h2><table><tr><th>entry</th><th>at</th><th>metric</th>"
         f"<th>before</th><th>after</th><th></th></tr>{body}</table>"
-        f"<h2>Sanity checks on the hardened model</h2>{sanity}{privacy_html}"
+        f"<h2>Sanity checks on the hardened model</h2>{sanity}{privacy_html}{mia_html}"
         f"<h2>Training</h2>{figure}<pre>{settings}</pre>"
         "</body></html>"
     )
