@@ -72,8 +72,16 @@ def train_model(
         torch.manual_seed(seed)
         module = build(arch, dataset.spec.input_shape, dataset.spec.num_classes, arch_params).to(dev)
     gen = make_generator(seed)
+    # conv nets train about 1.5x faster per step on a CPU in channels_last (issue 10; gradients equal to 1e-8)
+    channels_last = dev.type == "cpu" and dataset.x_train.dim() == 4 and any(
+        isinstance(m, nn.Conv2d) for m in module.modules()
+    )
+    if channels_last:
+        module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     opt = torch.optim.Adam(module.parameters(), lr=lr, weight_decay=weight_decay)
     x, y = dataset.x_train.to(dev), dataset.y_train.to(dev)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     n = x.shape[0]
     steps_per_epoch = (n + batch_size - 1) // batch_size
     progress.task(f"training {arch} on {dataset.name}", epochs * steps_per_epoch)
