@@ -40,7 +40,7 @@ class PrivateTraining:
     lr: float = 0.5
     momentum: float = 0.9
     accountant: Accountant = "prv"
-    grad_sample_mode: Literal["hooks", "functorch", "ew"] = "hooks"
+    grad_sample_mode: Literal["hooks", "functorch"] = "hooks"  # hooks measured fastest (bench/RESULTS.md)
     fix_modules: bool = False
     seed: int = 0
 
@@ -58,8 +58,8 @@ class PrivateTraining:
                 problems.append(f"{name} must be an int >= 1, got {v!r}")
         if self.accountant not in ("prv", "rdp"):
             problems.append(f"accountant must be prv or rdp, got {self.accountant!r}")
-        if self.grad_sample_mode not in ("hooks", "functorch", "ew"):
-            problems.append(f"grad_sample_mode must be hooks, functorch or ew, got {self.grad_sample_mode!r}")
+        if self.grad_sample_mode not in ("hooks", "functorch"):
+            problems.append(f"grad_sample_mode must be hooks or functorch, got {self.grad_sample_mode!r}")
         if problems:
             raise ConfigError("invalid DP-SGD settings", problems=problems)
 
