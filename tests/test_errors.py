@@ -17,6 +17,7 @@ from bastion import errors
         (errors.DatasetNotFoundError, 2),
         (errors.ArtifactError, 2),
         (errors.IntegrityError, 2),
+        (errors.NoGradientError, 2),
         (errors.RemoteModelError, 3),
     ],
 )

@@ -31,6 +31,7 @@ __all__ = [
     "DatasetNotFoundError",
     "InputValidationError",
     "IntegrityError",
+    "NoGradientError",
     "PolicyError",
     "RemoteModelError",
     "UnknownNameError",
@@ -68,6 +69,10 @@ class ConfigError(UserError, ValueError):
 
 class PolicyError(ConfigError):
     """An assess policy file is malformed."""
+
+
+class NoGradientError(ConfigError):
+    """The model or detector offers no gradient where the work asked needs one (an adaptive attack, training)."""
 
 
 class UnknownNameError(UserError, KeyError):

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from bastion._registry import Registry
 from bastion._validate import raise_if, tensor_problems
-from bastion.errors import ConfigError, InputValidationError
+from bastion.errors import ConfigError, InputValidationError, NoGradientError
 
 
 @runtime_checkable
@@ -99,8 +99,8 @@ class FittedThreshold(abc.ABC):
     def score_with_grad(self, x: Tensor) -> Tensor:
         """(N,) scores as a differentiable function of ``x``, for adaptive attacks that know the detector (Tramèr
         et al. 2020): exact where the detector is differentiable, a straight-through (BPDA, Athalye et al. 2018)
-        approximation where it is not. Detectors without one raise NotImplementedError."""
-        raise NotImplementedError(f"the {self.name} detector has no differentiable score")
+        approximation where it is not. A detector that has no such score raises NoGradientError."""
+        raise NoGradientError(f"the {self.name} detector has no differentiable score for an adaptive attack")
 
     @abc.abstractmethod
     def _fit(self, x: Tensor, y: Tensor | None) -> None: ...

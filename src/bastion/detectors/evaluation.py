@@ -26,6 +26,7 @@ from bastion._torch import batch_slices
 from bastion.attacks.base import Attack
 from bastion.attacks.evasion.detector_aware import DetectorAwarePGD
 from bastion.detectors.base import FittedThreshold
+from bastion.errors import NoGradientError
 from bastion.types import ThreatModel
 
 
@@ -132,7 +133,7 @@ def evaluate_detector(
         )
     try:
         res = DetectorAwarePGD(threat, detector, steps=adaptive_steps).run(model, x, y, generator=generator)
-    except NotImplementedError as e:
+    except NoGradientError as e:
         note = f"not measured: {e}"
     else:
         # judged afresh (model and detector as deployed), not by what the attack believes; an attacker who knows

@@ -22,7 +22,7 @@ from torch import Tensor
 from bastion.attacks._losses import margin
 from bastion.attacks._projection import normalize_step, project, random_start
 from bastion.detectors.base import FittedThreshold
-from bastion.errors import ConfigError
+from bastion.errors import ConfigError, NoGradientError
 from bastion.types import Norm, ThreatModel
 
 
@@ -62,7 +62,7 @@ class DetectorAwarePGD:
     ) -> DetectorAwareResult:
         logits_fn = getattr(model, "logits", None)
         if logits_fn is None:
-            raise ConfigError("the detector-aware attack needs a differentiable model (a TorchClassifier)")
+            raise NoGradientError("the detector-aware attack needs a differentiable model (a TorchClassifier)")
         bounds = self.threat.bounds or model.spec.bounds  # type: ignore[attr-defined]
         eps, norm = self.threat.eps, self.threat.norm
         alpha = self.step_size if self.step_size is not None else 2.5 * eps / self.steps

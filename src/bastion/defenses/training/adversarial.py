@@ -33,7 +33,7 @@ from bastion._validate import label_problems, raise_if, tensor_problems
 from bastion.attacks._projection import normalize_step, project
 from bastion.attacks.evasion.pgd import PGD
 from bastion.defenses.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from bastion.errors import ConfigError
+from bastion.errors import ConfigError, NoGradientError
 from bastion.models.torch import TorchClassifier
 from bastion.types import Norm, ThreatModel
 
@@ -187,7 +187,7 @@ def check_training(
     """Every problem :func:`adversarial_train` would refuse, before any work (the CLI calls it first)."""
     s = settings
     if not isinstance(classifier, TorchClassifier):
-        raise ConfigError(
+        raise NoGradientError(
             f"adversarial training needs a differentiable torch model (a TorchClassifier), got "
             f"{type(classifier).__name__}: ONNX models convertible by onnx2torch, torch.export, TorchScript and "
             "safetensors load as one"

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from bastion._progress import NullProgress, Progress
 from bastion._validate import label_problems, raise_if, tensor_problems
-from bastion.errors import ConfigError
+from bastion.errors import ConfigError, NoGradientError
 from bastion.models.torch import TorchClassifier
 
 Accountant = Literal["prv", "rdp"]
@@ -104,7 +104,7 @@ def check_private(classifier: object, x: Tensor, y: Tensor, settings: PrivateTra
     from opacus.validators import ModuleValidator
 
     if not isinstance(classifier, TorchClassifier):
-        raise ConfigError(
+        raise NoGradientError(
             f"DP-SGD needs a differentiable torch model (a TorchClassifier), got {type(classifier).__name__}"
         )
     spec = classifier.spec

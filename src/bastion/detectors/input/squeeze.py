@@ -10,7 +10,7 @@ from torch import Tensor
 
 from bastion.defenses.preprocessing import BitDepth, MedianFilter, Squeezer
 from bastion.detectors.base import DETECTORS, FittedThreshold
-from bastion.errors import ConfigError
+from bastion.errors import ConfigError, NoGradientError
 
 
 def default_squeezers(input_shape: tuple[int, ...], bit_depth: int | None = None) -> tuple[Squeezer, ...]:
@@ -83,7 +83,7 @@ class FeatureSqueezing(FittedThreshold):
         self._check(x)
         logits = getattr(self.model, "logits", None)
         if logits is None:
-            raise NotImplementedError("BPDA through feature squeezing needs a differentiable model (logits)")
+            raise NoGradientError("BPDA through feature squeezing needs a differentiable model (logits)")
         bounds = self.model.spec.bounds
         squeezed = [x + (s(x.detach(), bounds) - x).detach() for s in self._squeezers]
         p = torch.softmax(logits(torch.cat([x, *squeezed])).float(), 1).reshape(len(squeezed) + 1, x.shape[0], -1)
