@@ -129,3 +129,26 @@ def test_dp_sgd_writes_the_privacy_budget_into_card_and_report(digits_model_file
     assert 0 <= mia["before"]["auc"] <= 1 and 0 <= mia["after"]["auc"] <= 1 and mia["after"]["members"] == 360
     bad = run_cli("harden", str(digits_model_file), "--method", "dp-sgd", "--delta", "0.01")
     assert bad.returncode == 2 and "below 1/n" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_a_failed_gate_on_the_hardened_model_exits_1(digits_model_file: Path, tmp_path: Path) -> None:
+    strict = tmp_path / "strict.yaml"
+    strict.write_text(
+        yaml.safe_dump(
+            {**POLICY, "thresholds": [{"probe": "pgd-linf", "eps": 0.1, "metric": "robust_accuracy", "min": 0.99}]}
+        )
+    )
+    out = tmp_path / "h.safetensors"
+    ran = run_cli(
+        "harden",
+        str(digits_model_file),
+        *FAST,
+        "--out",
+        str(out),
+        "--report",
+        str(tmp_path / "r"),
+        "--policy",
+        str(strict),
+    )
+    assert ran.returncode == 1 and "policy gate fail" in ran.stdout
+    assert out.is_file()  # the model is written; the verdict on it is the policy's

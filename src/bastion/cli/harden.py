@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from bastion.cli._console import console, progress_bar
 from bastion.cli._inputs import (
@@ -257,3 +258,8 @@ def harden(
     if any(f.get("severity") == "error" for f in after.sanity):
         console.print("[red]the hardened model failed a sanity check[/]: its robust accuracy may be masked gradients")
         raise typer.Exit(1)
+    if after.gate in ("fail", "inconclusive"):  # the policy's thresholds judge the hardened model, as assess does
+        console.print(
+            f"[red]policy gate {after.gate} on the hardened model[/]: {escape('; '.join(after.gate_reasons))}"
+        )
+        raise typer.Exit(1 if after.gate == "fail" else 3)

@@ -55,21 +55,11 @@ def penultimate(classifier: object, layer: str | None = None, *, grad: bool = Fa
     """A function mapping inputs (N, *shape) to the (N, D) input of the model's head (or of ``layer``), computed
     with one forward pass of ``classifier`` (a TorchClassifier: its normalisation and chunking apply); with
     ``grad`` the features stay differentiable in the inputs (for adaptive attacks)."""
-    module = getattr(classifier, "module", None)
-    if not isinstance(module, nn.Module) or not hasattr(classifier, "logits"):
-        raise ConfigError(
-            f"features need a differentiable torch model (a TorchClassifier), got {type(classifier).__name__}"
-        )
-    _, target = feature_layer(module, layer)
+    tap = FeatureTap(classifier, layer)
 
     def features(x: Tensor) -> Tensor:
-        captured: list[Tensor] = []
-        handle = target.register_forward_pre_hook(lambda _m, args: captured.append(args[0].flatten(1)))
-        try:
-            with torch.set_grad_enabled(grad):
-                classifier.logits(x)
-        finally:
-            handle.remove()
+        with tap.capture() as captured, torch.set_grad_enabled(grad):
+            classifier.logits(x)  # type: ignore[attr-defined]
         return torch.cat(captured)
 
     return features

@@ -4,12 +4,12 @@ with the hardened model's sanity checks (hardening that only masks gradients sho
 from __future__ import annotations
 
 import base64
-import io
 import json
 from html import escape
 from pathlib import Path
 from typing import Any
 
+from bastion.reports.render.figures import png
 from bastion.reports.render.html import _CSS
 from bastion.reports.report import Report
 
@@ -58,9 +58,7 @@ def _curve(history: list[dict[str, Any]]) -> bytes:
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return buf.getvalue()
+    return png(fig)
 
 
 def write_comparison(before: Report, after: Report, training: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:

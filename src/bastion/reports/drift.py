@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import io
 import json
 import math
 from html import escape
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bastion.detectors.drift import KSResult, MMDResult
+from bastion.reports.render.figures import png
 from bastion.reports.render.html import _CSS
 
 
@@ -54,9 +54,7 @@ def _heatmap(ks: KSResult, shape: tuple[int, ...]) -> bytes | None:
     ax.set_xticks([])
     ax.set_yticks([])
     fig.colorbar(im, ax=ax, label="KS statistic")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return buf.getvalue()
+    return png(fig)
 
 
 def write_drift_report(

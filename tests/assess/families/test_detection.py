@@ -92,3 +92,27 @@ def test_a_model_without_gradients_gets_no_naive_figure_without_saying_adaptive_
     section = FAMILIES.get("detection").section(list(result.results), ())
     assert section is not None
     assert section.tables[0][1][0][-1].startswith("NOT MEASURED")
+
+
+def test_nothing_to_attack_is_not_a_verdict(digits_model: TrainedModel, digits: Dataset) -> None:
+    class AlwaysZero:  # classifies no input of classes 1-9 correctly
+        spec = digits_model.classifier.spec
+
+        def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
+            out = torch.zeros(x.shape[0], 10)
+            out[:, 0] = 5.0
+            return out
+
+    keep = digits.y_test != 0
+    policy = parse_policy(
+        {
+            "samples": 60,
+            "probes": [
+                {"family": "detection", "params": {"detectors": ["reconstruction"], "reconstruction_epochs": 1}}
+            ],
+            "thresholds": [{"probe": "detection", "at": {"mode": "adaptive"}, "metric": "evasion_rate", "max": 0.5}],
+        }
+    )
+    result = run_assessment(AlwaysZero(), digits.x_test[keep], digits.y_test[keep], policy)  # type: ignore[arg-type]
+    assert all(not r.complete and "nothing to attack" in r.note for r in result.rows)
+    assert result.gate == "inconclusive"

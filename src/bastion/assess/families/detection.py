@@ -176,6 +176,10 @@ class DetectionFamily:
         fit_x, fit_y = ref_x[pick], ref_y[pick]
         correct = data.correct
         x, y = data.x[correct], data.y[correct]
+        if x.shape[0] == 0:  # nothing to attack: every rate would be 0 of 0, which must not read as a pass
+            note = "not run: the model classifies none of the assessed inputs correctly, so there is nothing to attack"
+            skipped = tuple(MetricRow(entry, at, {}, complete=False, note=note) for at in planned)
+            return FamilyResult(self.name, entry, skipped, seconds=time.perf_counter() - t0)
         progress.task(entry, len(settings.attacks) + 2 * len(settings.detectors))
         naive = []
         for a in settings.attacks:

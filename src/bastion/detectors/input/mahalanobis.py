@@ -38,8 +38,6 @@ class Mahalanobis(FittedThreshold):
     shrinkage: float = 1e-3
     _features: Any = field(default=None, init=False, repr=False)
     _features_grad: Any = field(default=None, init=False, repr=False)
-    _means: Tensor | None = field(default=None, init=False, repr=False)
-    _chol: Tensor | None = field(default=None, init=False, repr=False)
     _white: Tensor | None = field(default=None, init=False, repr=False)
     _white_means: Tensor | None = field(default=None, init=False, repr=False)
 
@@ -69,7 +67,6 @@ class Mahalanobis(FittedThreshold):
         # whitening W = L^-1 turns the distance into a Euclidean one: d_c(f)^2 = ||W f - W mu_c||^2, so scoring is
         # one (N, D) x (D, D) product and a distance to C points (float32, cheap enough for every request)
         white = torch.linalg.solve_triangular(chol, torch.eye(chol.shape[0], dtype=chol.dtype), upper=False)
-        self._means, self._chol = means, chol
         self._white = white.float()
         self._white_means = (means @ white.T).float()
 

@@ -73,8 +73,8 @@ def train_model(
         module = build(arch, dataset.spec.input_shape, dataset.spec.num_classes, arch_params).to(dev)
     gen = make_generator(seed)
     # conv nets train about 1.5x faster per step on a CPU in channels_last (issue 10; gradients equal to 1e-8)
-    channels_last = dev.type == "cpu" and dataset.x_train.dim() == 4 and any(
-        isinstance(m, nn.Conv2d) for m in module.modules()
+    channels_last = (
+        dev.type == "cpu" and dataset.x_train.dim() == 4 and any(isinstance(m, nn.Conv2d) for m in module.modules())
     )
     if channels_last:
         module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]

@@ -15,7 +15,8 @@ from matplotlib.figure import Figure
 from bastion.assess.families.evasion import Example
 
 
-def _png(fig: Figure) -> bytes:
+def png(fig: Figure) -> bytes:
+    """The figure as PNG bytes (110 dpi, tight), as every report figure is embedded."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     return buf.getvalue()
@@ -45,7 +46,7 @@ def robustness_curves(attacks: Sequence[dict[str, Any]], clean_accuracy: float) 
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         ax.set_title(f"Robust accuracy vs budget ({norm})")
-    return _png(fig)
+    return png(fig)
 
 
 def example_grid(examples: Sequence[Example], class_names: Sequence[str]) -> bytes:
@@ -86,7 +87,7 @@ def example_grid(examples: Sequence[Example], class_names: Sequence[str]) -> byt
                     ax.bar(range(img.numel()), img.flatten().numpy(), color="C3" if c == 2 else "C0")
                 ax.set_title(title, fontsize=7, color=color)
     fig.tight_layout()
-    return _png(fig)
+    return png(fig)
 
 
 def perturbation_histogram(attacks: Sequence[dict[str, Any]]) -> bytes:
@@ -107,7 +108,7 @@ def perturbation_histogram(attacks: Sequence[dict[str, Any]]) -> bytes:
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("inputs")
     fig.tight_layout()
-    return _png(fig)
+    return png(fig)
 
 
 def queries_to_success(attacks: Sequence[dict[str, Any]]) -> bytes:
@@ -134,4 +135,4 @@ def queries_to_success(attacks: Sequence[dict[str, Any]]) -> bytes:
     ax.grid(alpha=0.3, which="both")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
-    return _png(fig)
+    return png(fig)
