@@ -30,10 +30,38 @@ from bastion.cli._inputs import (
 from bastion.errors import ConfigError
 
 
-def _save(loaded: Any, module: Any, out: Path, record: dict[str, Any], clean: float, dataset: Any) -> str:
-    """Bastion safetensors + card for a zoo model; torch.export (.pt2) + a JSON record for anything else."""
+def _save(
+    loaded: Any, module: Any, out: Path, record: dict[str, Any], clean: float, dataset: Any, arch: str | None
+) -> str:
+    """Bastion safetensors + card for a zoo model (or for the zoo architecture ``arch`` that replaced the input
+    model, e.g. ScatterNet + linear for DP); torch.export (.pt2) + a JSON record for anything else."""
     import torch
 
+    if arch is not None:
+        from bastion.models.zoo import save_model
+        from bastion.models.zoo.card import ModelCard
+
+        if out.suffix != ".safetensors":
+            raise ConfigError(f"--out {out}: a {arch} model is saved as .safetensors with a Bastion card; name it so")
+        card = ModelCard(
+            name=f"{loaded.path.stem}-{record['method']}-{arch}",
+            architecture=arch,
+            arch_params={},
+            spec=dataset.spec,
+            dataset={
+                "name": dataset.name,
+                "sha256": dataset.provenance.sha256,
+                "n_train": dataset.provenance.n_train,
+                "n_test": dataset.provenance.n_test,
+            },
+            seed=int(record["settings"]["seed"]),
+            epochs=len(record["history"]),
+            clean_accuracy=clean,
+            training={**record, "replaces": {"file": loaded.path.name, "sha256": loaded.sha256}},
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        save_model(module.to(memory_format=torch.contiguous_format), card, out)
+        return f"{out} and {out.with_suffix('.json')}"
     if loaded.card is not None:
         from bastion.models.zoo import save_model
 
@@ -99,6 +127,20 @@ def harden(
     fix_modules: Annotated[
         bool, typer.Option(help="dp-sgd: replace layers DP-SGD cannot train (BatchNorm -> GroupNorm)")
     ] = False,
+    features: Annotated[
+        str,
+        typer.Option(
+            help="dp-sgd: none (train MODEL's architecture), or scatternet (replace it by ScatterNet features + a "
+            "linear layer, Tramèr & Boneh 2021: more accurate at small epsilon; images only)"
+        ),
+    ] = "none",
+    keep_weights: Annotated[
+        bool,
+        typer.Option(
+            help="dp-sgd: start from MODEL's weights instead of fresh ones; the guarantee then holds only if they "
+            "never saw the private data (e.g. trained on public data)"
+        ),
+    ] = False,
     check_samples: Annotated[
         int, typer.Option(min=1, help="training inputs held out for the per-epoch PGD check")
     ] = 500,
@@ -139,9 +181,11 @@ def harden(
     from bastion.types import Norm
 
     private = method == "dp-sgd"
+    if features not in ("none", "scatternet"):
+        raise ConfigError(f"--features must be none or scatternet, got {features!r}")
+    if not private and (features != "none" or keep_weights):
+        raise ConfigError("--features and --keep-weights apply to --method dp-sgd only; drop them")
     if private:
-        if resume:
-            raise ConfigError("--resume is not supported for dp-sgd yet (the accountant's state is not checkpointed)")
         dp = PrivateTraining(
             epsilon=epsilon,
             delta=delta,
@@ -150,6 +194,7 @@ def harden(
             batch_size=batch_size or 256,
             lr=lr if lr is not None else 0.5,
             fix_modules=fix_modules,
+            initial_weights="keep" if keep_weights else "reset",
             seed=seed,
         )
     else:
@@ -195,23 +240,48 @@ def harden(
     n_test = int(dataset.x_test.shape[0])
     pol = pol.model_copy(update={"samples": samples if samples is not None else min(pol.samples, n_test)})
     directory = checkpoint_dir or out.with_name(out.stem + ".checkpoints")
+    new_arch = None
+    trainee = loaded.classifier
+    if features == "scatternet":
+        from bastion.models.zoo.nets import build
+
+        if keep_weights:
+            raise ConfigError("--keep-weights cannot apply to --features scatternet, which replaces the model")
+        new_arch = "scatternet-linear"
+        trainee = TorchClassifier(build(new_arch, dataset.spec.input_shape, dataset.spec.num_classes), dataset.spec)
     if private:
-        check_private(loaded.classifier, dataset.x_train, dataset.y_train, dp)
+        check_private(trainee, dataset.x_train, dataset.y_train, dp)
+        if resume and not (directory / "checkpoint.json").is_file():
+            raise ConfigError(f"no checkpoint to resume in {directory}: start without --resume (or name the folder)")
     else:
         check_training(
             loaded.classifier, dataset.x_train, dataset.y_train, settings, checkpoint_dir=directory, resume=resume
         )
-    if (loaded.card is not None and out.suffix != ".safetensors") or (loaded.card is None and out.suffix != ".pt2"):
+    if new_arch is not None and out.suffix != ".safetensors":
+        raise ConfigError(f"--out {out}: a {new_arch} model is written as .safetensors with a card; name it so")
+    if new_arch is None and (
+        (loaded.card is not None and out.suffix != ".safetensors") or (loaded.card is None and out.suffix != ".pt2")
+    ):
         want = ".safetensors (it has a Bastion card)" if loaded.card is not None else ".pt2 (torch.export)"
         raise ConfigError(f"--out {out}: the hardened {model.name} is written as {want}; name the output so")
     original = copy.deepcopy(loaded.classifier)
     with progress_bar() as bar:
         if private:
-            dp_result = private_train(loaded.classifier, dataset.x_train, dataset.y_train, dp, progress=bar)
+            dp_result = private_train(
+                trainee,
+                dataset.x_train,
+                dataset.y_train,
+                dp,
+                checkpoint_dir=directory,
+                resume=resume,
+                progress=bar,
+            )
             hardened, record, seconds = dp_result.classifier, dp_result.training_record(), dp_result.seconds
             what = (
                 f"dp-sgd to epsilon {dp_result.epsilon:.3g} at delta {dp.delta:g} "
                 f"(noise multiplier {dp_result.noise_multiplier:.3g})"
+                + (f" as ScatterNet + linear ({new_arch})" if new_arch else "")
+                + (f", resumed after epoch {dp_result.resumed_from}" if dp_result.resumed_from else "")
             )
         else:
             result = adversarial_train(
@@ -231,7 +301,7 @@ def harden(
 
     with torch.no_grad():
         clean = float((hardened.predict_logits(dataset.x_test).argmax(1) == dataset.y_test).float().mean())
-    written = _save(loaded, hardened.module, out, record, clean, dataset)
+    written = _save(loaded, hardened.module, out, record, clean, dataset, new_arch)
     console.print(f"[green]hardened[/] with {what} in {seconds:.1f}s: clean test accuracy {clean:.2%}; wrote {written}")
     info = loaded.info()
     console.print("[bold]before[/]")

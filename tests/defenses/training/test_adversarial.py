@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
 from bastion import PGD, Norm, ThreatModel
+from bastion._progress import Progress
 from bastion.data import Dataset
 from bastion.defenses.training import AdversarialTraining, EpochRecord, adversarial_train
 from bastion.defenses.training.adversarial import overfit_epoch
@@ -43,22 +45,9 @@ def test_adversarial_training_beats_the_undefended_model_by_a_wide_margin(
     assert record["method"] == method and record["settings"]["eps"] == 0.1 and record["settings"]["step_size"] > 0
 
 
-class _Interrupt:
-    """A progress bar whose user presses Ctrl-C after ``after`` training steps."""
-
-    def __init__(self, after: int) -> None:
-        self.after, self.done = after, 0
-
-    def task(self, description: str, total: int) -> None:
-        return None
-
-    def advance(self, steps: int = 1) -> None:
-        self.done += steps
-        if self.done > self.after:
-            raise KeyboardInterrupt
-
-
-def test_an_interrupted_run_resumes_to_the_same_weights(digits: Dataset, tmp_path: Path) -> None:
+def test_an_interrupted_run_resumes_to_the_same_weights(
+    digits: Dataset, tmp_path: Path, interrupt_after: Callable[[int], Progress]
+) -> None:
     settings = AdversarialTraining(method="fast-at", epochs=4)  # a cyclic schedule over all 4 epochs
     full = adversarial_train(_fresh(digits).classifier, digits.x_train, digits.y_train, settings)
     steps_per_epoch = -(-(digits.x_train.shape[0] - settings.check_samples) // settings.batch_size)
@@ -69,7 +58,7 @@ def test_an_interrupted_run_resumes_to_the_same_weights(digits: Dataset, tmp_pat
             digits.y_train,
             settings,
             checkpoint_dir=tmp_path,
-            progress=_Interrupt(2 * steps_per_epoch + 2),
+            progress=interrupt_after(2 * steps_per_epoch + 2),
         )
     resumed = adversarial_train(
         _fresh(digits).classifier, digits.x_train, digits.y_train, settings, checkpoint_dir=tmp_path, resume=True

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ class Checkpoint:
 
     epoch: int  # epochs completed
     meta: dict[str, Any]  # the run's settings, history and anything else JSON-able
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)  # further tensors (e.g. more generator states)
 
 
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
@@ -57,6 +58,7 @@ def save_checkpoint(
     tensors.update({f"best/{k}": v.detach().contiguous() for k, v in best.items()})
     tensors.update(opt_tensors)
     tensors["rng"] = generator.get_state()
+    tensors.update({f"extra/{k}": v.detach().contiguous() for k, v in checkpoint.extra.items()})
     tmp = directory / "checkpoint.safetensors.tmp"
     save_file(tensors, str(tmp))
     os.replace(tmp, directory / "checkpoint.safetensors")
@@ -93,6 +95,7 @@ def load_checkpoint(
     optimizer.load_state_dict({"state": state, "param_groups": meta.pop("param_groups")})
     generator.set_state(tensors["rng"])
     best = {k.removeprefix("best/"): v for k, v in tensors.items() if k.startswith("best/")}
+    extra = {k.removeprefix("extra/"): v for k, v in tensors.items() if k.startswith("extra/")}
     epoch = int(meta.pop("epoch"))
     meta.pop("format")
-    return Checkpoint(epoch, meta), best
+    return Checkpoint(epoch, meta, extra), best

@@ -13,14 +13,15 @@ import math
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from bastion._progress import NullProgress, Progress
 from bastion._validate import label_problems, raise_if, tensor_problems
+from bastion.defenses.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from bastion.errors import ConfigError, NoGradientError
 from bastion.models.torch import TorchClassifier
 
@@ -40,8 +41,9 @@ class PrivateTraining:
     lr: float = 0.5
     momentum: float = 0.9
     accountant: Accountant = "prv"
-    grad_sample_mode: Literal["hooks", "functorch"] = "hooks"  # hooks measured fastest (bench/RESULTS.md)
+    grad_sample_mode: Literal["hooks", "functorch", "ghost"] = "ghost"  # fastest measured (bench/RESULTS.md)
     fix_modules: bool = False
+    initial_weights: Literal["reset", "keep"] = "reset"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -58,8 +60,10 @@ class PrivateTraining:
                 problems.append(f"{name} must be an int >= 1, got {v!r}")
         if self.accountant not in ("prv", "rdp"):
             problems.append(f"accountant must be prv or rdp, got {self.accountant!r}")
-        if self.grad_sample_mode not in ("hooks", "functorch"):
-            problems.append(f"grad_sample_mode must be hooks or functorch, got {self.grad_sample_mode!r}")
+        if self.grad_sample_mode not in ("hooks", "functorch", "ghost"):
+            problems.append(f"grad_sample_mode must be hooks, functorch or ghost, got {self.grad_sample_mode!r}")
+        if self.initial_weights not in ("reset", "keep"):
+            problems.append(f"initial_weights must be reset or keep, got {self.initial_weights!r}")
         if problems:
             raise ConfigError("invalid DP-SGD settings", problems=problems)
 
@@ -77,6 +81,7 @@ class PrivateResult:
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
     replaced_modules: list[str] = field(default_factory=list)
+    resumed_from: int | None = None  # epochs already done when the run was resumed
 
     def training_record(self) -> dict[str, Any]:
         return {
@@ -92,6 +97,12 @@ class PrivateResult:
                 "steps": self.steps,
             },
             "replaced_modules": list(self.replaced_modules),
+            "initial_weights": (
+                f"redrawn (seed {self.settings.seed}) before training"
+                if self.settings.initial_weights == "reset"
+                else "kept from the input model: the guarantee holds only if they never saw private data"
+            ),
+            "resumed_from": self.resumed_from,
             "history": list(self.history),
             "seconds": round(self.seconds, 3),
             "threads": torch.get_num_threads(),
@@ -122,6 +133,18 @@ def check_private(classifier: object, x: Tensor, y: Tensor, settings: PrivateTra
     if settings.batch_size > n:
         raise ConfigError(f"batch_size {settings.batch_size} exceeds the {n} training inputs; lower it")
     module = classifier.module
+    compiled = [
+        type(m).__name__
+        for m in module.modules()
+        if isinstance(m, (torch.jit.ScriptModule, torch.fx.GraphModule))
+        and any(p.requires_grad for p in m.parameters())
+    ]
+    if compiled:
+        raise ConfigError(
+            f"DP-SGD computes per-sample gradients layer by layer, and this model is a compiled graph ({compiled[0]}: "
+            "TorchScript or torch.export) without its layers; give it as ONNX (its layers are rebuilt) or as "
+            "safetensors weights with --arch"
+        )
     was_training = module.training
     module.train()  # the validator judges the module as it will train
     try:
@@ -137,38 +160,97 @@ def check_private(classifier: object, x: Tensor, y: Tensor, settings: PrivateTra
     return [type(e).__name__ for e in errors]
 
 
+def _reinitialise(module: torch.nn.Module, seed: int) -> None:
+    """Draw fresh weights for every trainable layer, so the private model starts independent of the data (weights
+    trained non-privately on the same data would carry it past the DP guarantee); a layer that cannot be
+    reinitialised is an error naming it."""
+    torch.manual_seed(seed)
+    stuck = []
+    for name, m in module.named_modules():
+        own = [p for p in m.parameters(recurse=False) if p.requires_grad]
+        if not own:
+            continue
+        reset = getattr(m, "reset_parameters", None)
+        if callable(reset):
+            reset()
+        else:
+            stuck.append(f"{name or '(root)'} ({type(m).__name__})")
+    if stuck:
+        raise ConfigError(
+            f"DP-SGD starts from fresh weights, and these layers have no reset_parameters(): {', '.join(stuck[:5])}; "
+            "give them one, or keep the weights (--keep-weights) only if they were never trained on private data"
+        )
+
+
 def private_train(
     classifier: TorchClassifier,
     x: Tensor,
     y: Tensor,
     settings: PrivateTraining,
     *,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
     progress: Progress | None = None,
 ) -> PrivateResult:
     """Train ``classifier``'s module with DP-SGD on ``(x, y)`` to ``settings.epsilon`` at ``settings.delta``.
 
-    With ``fix_modules`` Opacus's validator replaces unsupported layers (BatchNorm -> GroupNorm) first; the
-    classifier's module is then the fixed one."""
+    The module's weights are first redrawn (``settings.initial_weights == "reset"``): the guarantee covers the
+    whole training only if the starting point does not depend on the data. With ``fix_modules`` Opacus's validator
+    replaces unsupported layers (BatchNorm -> GroupNorm) first; the classifier's module is then the fixed one. A
+    module made of a parameter-free feature stage and a head (``fixed_features``, ``head``; e.g. ScatterNet +
+    linear) has its features computed once and only the head trained, which is the same model and the same privacy
+    analysis. With ``checkpoint_dir`` every epoch is checkpointed (weights, optimizer, sampling and noise generators,
+    the accountant's history) and ``resume=True`` continues an interrupted run exactly."""
     from opacus import PrivacyEngine
     from opacus.validators import ModuleValidator
     from torch.utils.data import DataLoader, TensorDataset
 
+    from bastion.models.zoo.scatternet import fixed_prefix, precompute
+
     s = settings
     replaced = check_private(classifier, x, y, s)
+    directory = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if resume and (directory is None or not (directory / "checkpoint.json").is_file()):
+        raise ConfigError(f"no checkpoint to resume in {directory}: start without --resume (or name the folder)")
     progress = progress or NullProgress()
     module = classifier.module.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     if replaced:
         module = ModuleValidator.fix(module)
         classifier.module = module
+    if s.initial_weights == "reset":
+        _reinitialise(module, s.seed)
+    split = fixed_prefix(module)
+    inputs = classifier.prepare(x)
+    trained_part = module
+    if split is not None:
+        features, trained_part = split
+        progress.task("features", 1)
+        inputs = precompute(features, inputs)
+        progress.advance()
     torch.manual_seed(s.seed)
-    g = torch.Generator().manual_seed(s.seed)
-    prepared = classifier.prepare(x)
-    loader = DataLoader(TensorDataset(prepared, y), batch_size=s.batch_size, shuffle=True, generator=g)
-    opt = torch.optim.SGD(module.parameters(), lr=s.lr, momentum=s.momentum)
-    module.train()
+    loader = DataLoader(TensorDataset(inputs, y), batch_size=s.batch_size, shuffle=True)
+    opt = torch.optim.SGD(trained_part.parameters(), lr=s.lr, momentum=s.momentum)
+    noise = torch.Generator().manual_seed(s.seed + 1)
+    history: list[dict[str, float]] = []
+    start_epoch, resumed_from, accountant_history, sampling_state = 0, None, None, None
+    meta_settings = asdict(s)
+    if resume and directory is not None:
+        ck, _ = load_checkpoint(directory, module=trained_part, optimizer=opt, generator=noise)
+        if {k: v for k, v in ck.meta.get("settings", {}).items() if k != "epochs"} != {
+            k: v for k, v in meta_settings.items() if k != "epochs"
+        } or ck.meta.get("settings", {}).get("epochs") != s.epochs:
+            raise ConfigError(
+                f"the checkpoint in {directory} was made with other DP settings ({ck.meta.get('settings')}); resume "
+                "with the same ones (the noise was calibrated to them)"
+            )
+        history = list(ck.meta["history"])
+        accountant_history = [tuple(h) for h in ck.meta["accountant_history"]]
+        start_epoch = resumed_from = ck.epoch
+        sampling_state = ck.extra["sampling_rng"]
+    trained_part.train()
     engine = PrivacyEngine(accountant=s.accountant)
-    private, opt, loader = engine.make_private_with_epsilon(
-        module=module,
+    made = engine.make_private_with_epsilon(
+        module=trained_part,
         optimizer=opt,
         data_loader=loader,
         target_epsilon=s.epsilon,
@@ -176,33 +258,56 @@ def private_train(
         epochs=s.epochs,
         max_grad_norm=s.max_grad_norm,
         grad_sample_mode=s.grad_sample_mode,
-        noise_generator=torch.Generator().manual_seed(s.seed + 1),
+        noise_generator=noise,
+        criterion=torch.nn.CrossEntropyLoss(),
     )
+    if s.grad_sample_mode == "ghost":
+        private, opt, criterion, loader = made
+    else:
+        private, opt, loader = made
+        criterion = torch.nn.CrossEntropyLoss()
+    if accountant_history is not None and sampling_state is not None:
+        engine.accountant.history = accountant_history
+        torch.set_rng_state(sampling_state)  # Opacus's Poisson sampler draws from the global generator
     steps_per_epoch = len(loader)
-    progress.task("DP-SGD training", s.epochs * steps_per_epoch)
+    steps = start_epoch * steps_per_epoch
+    progress.task("DP-SGD training", (s.epochs - start_epoch) * steps_per_epoch)
     t0 = time.perf_counter()
-    history = []
-    steps = 0
     private.train()
     with warnings.catch_warnings():  # Opacus's hooks on the first layer, whose input needs no gradient
         warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
-        for epoch in range(s.epochs):
+        for epoch in range(start_epoch, s.epochs):
             losses = []
             for xb, yb in loader:
                 if xb.shape[0] == 0:  # Poisson sampling can draw an empty batch; it still counts as a step
                     opt.zero_grad(set_to_none=True)
                     opt.step()
                 else:
-                    loss = F.cross_entropy(private(xb), yb)
                     opt.zero_grad(set_to_none=True)
+                    loss = criterion(private(xb), yb)
                     loss.backward()
                     opt.step()
-                    losses.append(float(loss.detach()))
+                    losses.append(float(loss.item()))
                 steps += 1
                 progress.advance()
             history.append(
                 {"epoch": epoch + 1, "loss": sum(losses) / max(1, len(losses)), "epsilon": engine.get_epsilon(s.delta)}
             )
+            if directory is not None:
+                inner = private._module
+                meta = {
+                    "settings": meta_settings,
+                    "history": history,
+                    "accountant_history": [list(h) for h in engine.accountant.history],
+                }
+                save_checkpoint(
+                    directory,
+                    module=inner,
+                    optimizer=opt.original_optimizer,
+                    generator=noise,
+                    best={},
+                    checkpoint=Checkpoint(epoch + 1, meta, {"sampling_rng": torch.get_rng_state()}),
+                )
     private.eval()
     if hasattr(private, "remove_hooks"):  # the per-sample-gradient hooks must not outlive training
         private.remove_hooks()
@@ -211,10 +316,12 @@ def private_train(
         for attr in ("grad_sample", "_forward_counter", "summed_grad"):
             if hasattr(p, attr):
                 delattr(p, attr)
-    trained.eval()
+    if split is None:
+        module = trained
+    module.eval()
     if classifier._channels_last:
-        trained = trained.to(memory_format=torch.channels_last)
-    classifier.module = trained
+        module = module.to(memory_format=torch.channels_last)
+    classifier.module = module
     return PrivateResult(
         classifier,
         s,
@@ -225,4 +332,5 @@ def private_train(
         time.perf_counter() - t0,
         history,
         replaced,
+        resumed_from,
     )

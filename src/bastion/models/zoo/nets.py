@@ -67,6 +67,33 @@ class MLP(nn.Module):
         return self.net(x.flatten(1))
 
 
+class TanhCNN(nn.Module):
+    """The small tanh CNN used for DP-SGD on 28x28 images by Papernot et al. (2021, "Tempered sigmoid activations")
+    and Tramèr & Boneh (2021): bounded activations keep clipped, noised gradients informative."""
+
+    def __init__(self, in_channels: int, image_size: int, num_classes: int) -> None:
+        super().__init__()
+        size = (image_size + 6 - 8) // 2 + 1 - 1  # 8x8 stride-2 conv (padding 3), then 2x2 stride-1 max-pool
+        size = (size - 4) // 2 + 1 - 1  # 4x4 stride-2 conv, then 2x2 stride-1 max-pool
+        if size < 1:
+            raise ConfigError(f"dp-cnn needs images of at least 16x16 pixels, got {image_size}x{image_size}")
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, 16, 8, stride=2, padding=3),
+            nn.Tanh(),
+            nn.MaxPool2d(2, 1),
+            nn.Conv2d(16, 32, 4, stride=2),
+            nn.Tanh(),
+            nn.MaxPool2d(2, 1),
+            nn.Flatten(),
+            nn.Linear(32 * size * size, 32),
+            nn.Tanh(),
+            nn.Linear(32, num_classes),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
 def _image_dims(input_shape: tuple[int, ...], arch: str) -> tuple[int, int]:
     if len(input_shape) != 3 or input_shape[1] != input_shape[2]:
         raise ConfigError(f"{arch} needs square images (C, H, H), got input shape {input_shape}")
@@ -89,6 +116,22 @@ def fmnist_cnn(input_shape: tuple[int, ...], num_classes: int, **params: Any) ->
     kw: dict[str, Any] = {"widths": (32, 64), "hidden": 128, "pool": True} | params
     kw["widths"] = tuple(kw["widths"])
     return SmallCNN(c, size, num_classes, **kw)
+
+
+@ARCHITECTURES.register("dp-cnn")
+def dp_cnn(input_shape: tuple[int, ...], num_classes: int, **params: Any) -> nn.Module:
+    """Tanh CNN for DP-SGD on images of 16x16 pixels or more (Tramèr & Boneh's end-to-end baseline)."""
+    c, size = _image_dims(input_shape, "dp-cnn")
+    return TanhCNN(c, size, num_classes, **params)
+
+
+@ARCHITECTURES.register("scatternet-linear")
+def scatternet_linear(input_shape: tuple[int, ...], num_classes: int, **params: Any) -> nn.Module:
+    """ScatterNet (kymatio Scattering2D, J=2, L=8) + group norm + linear, for DP-SGD (Tramèr & Boneh 2021)."""
+    from bastion.models.zoo.scatternet import ScatterNetLinear
+
+    c, size = _image_dims(input_shape, "scatternet-linear")
+    return ScatterNetLinear(c, size, num_classes, **params)
 
 
 @ARCHITECTURES.register("tabular-mlp")
