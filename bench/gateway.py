@@ -41,8 +41,9 @@ from evasion import reference_model
 CACHE = Path(__file__).resolve().parent / ".cache"
 
 
-def bare_server(model_path: str, port: int) -> None:
-    """The model alone behind FastAPI + uvicorn: the floor the gateway's overhead is measured from."""
+def bare_server(model_path: str, port: int, runtime: str) -> None:
+    """The model alone behind FastAPI + uvicorn, on the same runtime as the gateway: the floor the gateway's
+    overhead is measured from."""
     import uvicorn
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
@@ -51,6 +52,8 @@ def bare_server(model_path: str, port: int) -> None:
 
     torch.set_num_threads(1)
     model = load_model(model_path).classifier
+    if runtime == "onnxruntime" and not model.compile_inference(threads=1):
+        raise SystemExit("the bare model did not compile for onnxruntime")
     app = FastAPI()
 
     @app.get("/healthz")
@@ -180,6 +183,7 @@ def overhead(args: argparse.Namespace, model_path: Path) -> None:
         f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, python "
         f"{sys.version.split()[0]}, server torch threads 1, load average {os.getloadavg()[0]:.2f}"
     )
+    print(f"runtime of the model (bare and gateway), the detectors and the encoder: {args.runtime}")
     print(
         f"load: {args.clients} concurrent client threads in this process, one 28x28 input per request, "
         f"{args.seconds:g} s per round, {args.rounds} alternating rounds per server\n",
@@ -192,7 +196,16 @@ def overhead(args: argparse.Namespace, model_path: Path) -> None:
             port += 1
             if mode == "bare":
                 proc = subprocess.Popen(
-                    [sys.executable, __file__, "--bare-server", str(model_path), "--port", str(port)],
+                    [
+                        sys.executable,
+                        __file__,
+                        "--bare-server",
+                        str(model_path),
+                        "--port",
+                        str(port),
+                        "--runtime",
+                        args.runtime,
+                    ],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.PIPE,
                 )
@@ -201,7 +214,9 @@ def overhead(args: argparse.Namespace, model_path: Path) -> None:
                 keys: list[str | None] = [None] * args.clients
                 stopper = proc
             else:
-                extra = {"detectors": {"enabled": False}} if args.no_detectors else {}
+                extra: dict[str, Any] = {"runtime": args.runtime}
+                if args.no_detectors:
+                    extra["detectors"] = {"enabled": False}
                 served = Served(CACHE / "gw-overhead", model_path, port, **extra)
                 keys = list(served.keys(args.clients, "load"))
                 url, stopper = served.url, served.proc
@@ -631,11 +646,12 @@ def main() -> None:
     ap.add_argument("--no-detectors", action="store_true", help="overhead: the gateway with its input detectors off")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--runtime", choices=["onnxruntime", "torch"], default="onnxruntime")
     ap.add_argument("--bare-server", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=18800, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.bare_server:
-        bare_server(args.bare_server, args.port)
+        bare_server(args.bare_server, args.port, args.runtime)
         return
     torch.set_num_threads(1)
     reference_model(3)

@@ -91,6 +91,27 @@ class _Trace:
     body: bytes | None = None
 
 
+def _compile_for_serving(
+    models: dict[str, Ensemble], screens: dict[str, Screen], monitors: dict[str, list[Any]], threads: int
+) -> None:
+    """Move every gradient-free network of the request path to onnxruntime (``bastion.models.runtime``): the served
+    torch members (with the layers Mahalanobis reads as extra outputs), the detectors' own networks and the probing
+    monitor's similarity encoder. Whatever does not export stays on PyTorch (logged)."""
+    from bastion.detectors.input import Mahalanobis
+    from bastion.models.torch import TorchClassifier
+
+    for name, model in models.items():
+        detectors = screens[name].detectors if name in screens else ()
+        for member in model.members:
+            if isinstance(member, TorchClassifier):
+                taps = [d.tap.target for d in detectors if isinstance(d, Mahalanobis) and d.model is member]
+                member.compile_inference(taps, threads=threads)
+        for obj in (*detectors, *(getattr(m, "embed", None) for m in monitors.get(name, []))):
+            compile_inference = getattr(obj, "compile_inference", None)
+            if callable(compile_inference):
+                compile_inference(threads=threads)
+
+
 class Gateway:
     """Authentication, limits, validation, models, monitors, threat levels, incidents and audit, as one object."""
 
@@ -170,6 +191,8 @@ class Gateway:
             clean = {name: clean_inputs(config, name, model) for name, model in models.items()} if needed else {}
             built = build_monitors(config, models, clean)
             screens = {name: build_screen(config.detectors, name, models[name], x) for name, x in clean.items()}
+        if config.runtime == "onnxruntime":
+            _compile_for_serving(models, screens, built or {}, config.threads)
         from bastion.gateway.admin import open_store
 
         store, secret = open_store(config)

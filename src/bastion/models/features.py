@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -28,9 +29,20 @@ def feature_layer(module: nn.Module, layer: str | None = None) -> tuple[str, nn.
     return last[-1]
 
 
+_active = threading.local()
+
+
+def active_taps(classifier: object) -> list[tuple[nn.Module, list[Tensor]]]:
+    """The (layer, sink) pairs of the taps open on ``classifier`` in the calling thread: a classifier that runs
+    without PyTorch's forward hooks (onnxruntime, ``bastion.models.runtime``) appends the layer's input to each sink
+    itself."""
+    return [(target, got) for owner, target, got in getattr(_active, "taps", ()) if owner is classifier]
+
+
 class FeatureTap:
     """Records the (N, D) input of one layer of a TorchClassifier's module during whatever forward passes run
-    inside :meth:`capture`: a caller that runs the model anyway reads the features without a second pass."""
+    inside :meth:`capture` *in the calling thread*: a caller that runs the model anyway reads the features without a
+    second pass, and concurrent callers (the gateway's request threads) never read each other's features."""
 
     def __init__(self, classifier: object, layer: str | None = None) -> None:
         module = getattr(classifier, "module", None)
@@ -44,11 +56,21 @@ class FeatureTap:
     @contextmanager
     def capture(self) -> Iterator[list[Tensor]]:
         got: list[Tensor] = []
-        handle = self.target.register_forward_pre_hook(lambda _m, args: got.append(args[0].flatten(1)))
+        owner = threading.get_ident()
+
+        def hook(_m: nn.Module, args: tuple[Tensor, ...]) -> None:
+            if threading.get_ident() == owner:
+                got.append(args[0].flatten(1))
+
+        handle = self.target.register_forward_pre_hook(hook)
+        entry = (self.classifier, self.target, got)
+        taps = _active.__dict__.setdefault("taps", [])
+        taps.append(entry)
         try:
             yield got
         finally:
             handle.remove()
+            taps.remove(entry)
 
 
 def penultimate(classifier: object, layer: str | None = None, *, grad: bool = False) -> Callable[[Tensor], Tensor]:

@@ -23,6 +23,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -125,6 +126,17 @@ def _network(input_shape: tuple[int, ...], dim: int) -> nn.Sequential:
     )
 
 
+class _Embedding(nn.Module):
+    """The embedding as one graph: the network's output scaled to unit length."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.normalize(self.net(x), dim=1)
+
+
 @dataclass(frozen=True)
 class EncoderSettings:
     """How an encoder is trained; part of its cache key."""
@@ -146,11 +158,26 @@ class SimilarityEncoder:
         self.input_shape = tuple(input_shape)
         self.bounds = bounds
         self._image = is_image(self.input_shape)
+        self._compiled: Any = None  # an OrtModule of _Embedding after compile_inference
+
+    def compile_inference(self, *, threads: int | None = None) -> bool:
+        """Embed through onnxruntime from now on (``bastion.models.runtime``; about 2.4x faster per query on the
+        CPU, outputs checked equal on export). False (PyTorch kept) when the network does not export."""
+        from bastion.models.runtime import compile_module
+
+        lo, hi = self.bounds
+        example = lo + (hi - lo) * torch.rand((3, *self.input_shape), generator=torch.Generator().manual_seed(0))
+        self._compiled = compile_module(
+            _Embedding(self.net).eval(), example, threads=threads, what="similarity encoder"
+        )
+        return self._compiled is not None
 
     @torch.no_grad()
     def embed(self, x: Tensor) -> Tensor:
         """(N, dim) unit vectors for inputs ``x``, flat (N, D) or shaped (N, *input_shape)."""
         x = x.float().reshape((x.shape[0], *self.input_shape))
+        if self._compiled is not None:
+            return self._compiled(x)[0]
         if self._image:
             x = x.contiguous(memory_format=torch.channels_last)
         return F.normalize(self.net(x), dim=1)
