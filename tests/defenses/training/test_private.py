@@ -33,6 +33,7 @@ def test_dp_sgd_reaches_the_target_epsilon_and_a_useful_model(digits: Dataset) -
     record = res.training_record()
     assert record["privacy"]["accountant"] == "prv" and record["privacy"]["max_grad_norm"] == 1.0
     assert record["privacy"]["steps"] == res.steps > 0 and len(record["history"]) == 10
+    assert "not cryptographically secure" in record["privacy"]["noise_rng"]
 
 
 class _WithBatchNorm(nn.Module):

@@ -95,6 +95,9 @@ class PrivateResult:
                 "max_grad_norm": self.settings.max_grad_norm,
                 "sample_rate": self.sample_rate,
                 "steps": self.steps,
+                # Opacus's secure_mode needs torchcsprng, which is not available here: the noise is drawn from
+                # torch's generator, statistically sound but not cryptographically secure
+                "noise_rng": "torch.Generator (not cryptographically secure)",
             },
             "replaced_modules": list(self.replaced_modules),
             "initial_weights": (
