@@ -21,18 +21,17 @@ def _policy(tmp_path: Path) -> Path:
     return p
 
 
+def _outputs(out: Path, report: Path, policy: Path) -> list[str]:
+    return ["--out", str(out), "--report", str(report), "--policy", str(policy)]
+
+
 def test_harden_a_zoo_model_writes_its_card_and_a_before_after_report(digits_model_file: Path, tmp_path: Path) -> None:
     out, rep = tmp_path / "hard.safetensors", tmp_path / "rep"
     ran = run_cli(
         "harden",
         str(digits_model_file),
         *FAST,
-        "--out",
-        str(out),
-        "--report",
-        str(rep),
-        "--policy",
-        str(_policy(tmp_path)),
+        *_outputs(out, rep, _policy(tmp_path)),
     )
     assert ran.returncode == 0, ran.stdout + ran.stderr
     card = read_card(out)
@@ -55,12 +54,7 @@ def test_a_model_without_a_card_is_exported_as_pt2(user_models: dict[str, Path],
         "--data",
         "digits",
         *FAST,
-        "--out",
-        str(out),
-        "--report",
-        str(tmp_path / "r"),
-        "--policy",
-        str(_policy(tmp_path)),
+        *_outputs(out, tmp_path / "r", _policy(tmp_path)),
     )
     assert ran.returncode == 0, ran.stdout + ran.stderr
     loaded = load_classifier(out)
@@ -128,12 +122,7 @@ def test_dp_sgd_writes_the_privacy_budget_into_card_and_report(digits_model_file
         "1e-4",
         "--epochs",
         "3",
-        "--out",
-        str(out),
-        "--report",
-        str(rep),
-        "--policy",
-        str(_policy(tmp_path)),
+        *_outputs(out, rep, _policy(tmp_path)),
     )
     assert ran.returncode == 0, ran.stdout + ran.stderr
     privacy = read_card(out).training["privacy"]
@@ -159,12 +148,7 @@ def test_a_failed_gate_on_the_hardened_model_exits_1(digits_model_file: Path, tm
         "harden",
         str(digits_model_file),
         *FAST,
-        "--out",
-        str(out),
-        "--report",
-        str(tmp_path / "r"),
-        "--policy",
-        str(strict),
+        *_outputs(out, tmp_path / "r", strict),
     )
     assert ran.returncode == 1 and "policy gate fail" in ran.stdout
     assert out.is_file()  # the model is written; the verdict on it is the policy's
@@ -195,12 +179,7 @@ def test_dp_sgd_with_scatternet_features_replaces_the_model_and_resumes(
         "128",
         "--checkpoint-dir",
         str(ck),
-        "--out",
-        str(out),
-        "--report",
-        str(tmp_path / "rep"),
-        "--policy",
-        str(_policy(tmp_path)),
+        *_outputs(out, tmp_path / "rep", _policy(tmp_path)),
     ]
     ran = run_cli(*args)
     assert ran.returncode == 0, ran.stdout + ran.stderr

@@ -39,7 +39,7 @@ def _save(
 
     if arch is not None:
         from bastion.models.zoo import save_model
-        from bastion.models.zoo.card import ModelCard
+        from bastion.models.zoo.card import ModelCard, dataset_record
 
         if out.suffix != ".safetensors":
             raise ConfigError(f"--out {out}: a {arch} model is saved as .safetensors with a Bastion card; name it so")
@@ -48,12 +48,7 @@ def _save(
             architecture=arch,
             arch_params={},
             spec=dataset.spec,
-            dataset={
-                "name": dataset.name,
-                "sha256": dataset.provenance.sha256,
-                "n_train": dataset.provenance.n_train,
-                "n_test": dataset.provenance.n_test,
-            },
+            dataset=dataset_record(dataset),
             seed=int(record["settings"]["seed"]),
             epochs=len(record["history"]),
             clean_accuracy=clean,
@@ -250,9 +245,7 @@ def harden(
         new_arch = "scatternet-linear"
         trainee = TorchClassifier(build(new_arch, dataset.spec.input_shape, dataset.spec.num_classes), dataset.spec)
     if private:
-        check_private(trainee, dataset.x_train, dataset.y_train, dp)
-        if resume and not (directory / "checkpoint.json").is_file():
-            raise ConfigError(f"no checkpoint to resume in {directory}: start without --resume (or name the folder)")
+        check_private(trainee, dataset.x_train, dataset.y_train, dp, checkpoint_dir=directory, resume=resume)
     else:
         check_training(
             loaded.classifier, dataset.x_train, dataset.y_train, settings, checkpoint_dir=directory, resume=resume

@@ -62,6 +62,7 @@ class OrtModule:
         atol: float = 1e-4,
     ) -> None:
         self.taps = tuple(taps)
+        self._tap_index = {id(t): i for i, t in enumerate(self.taps)}
         wrapper = _Exported(module, self.taps, prepare).eval()
         example = example.detach().float().contiguous()
         names = ["out"] + [f"tap{i}" for i in range(len(self.taps))]
@@ -91,6 +92,10 @@ class OrtModule:
                     diff = float((e - g).abs().max()) if e.shape == g.shape else float("nan")
                     raise ValueError(f"onnxruntime's {name} differs from PyTorch's (by {diff:.3g}, shape {g.shape})")
 
+    def tap_index(self, layer: nn.Module) -> int | None:
+        """Position of ``layer``'s input among the exported features, or None when it was not exported."""
+        return self._tap_index.get(id(layer))
+
     def _session(self) -> Any:
         import onnxruntime as ort
 
@@ -114,6 +119,12 @@ class OrtModule:
         return tensors[0], tensors[1:]
 
     __call__ = run
+
+
+def example_inputs(input_shape: tuple[int, ...], bounds: tuple[float, float] = (0.0, 1.0)) -> Tensor:
+    """Three fixed pseudo-random inputs within ``bounds``: what an export is traced and checked on."""
+    lo, hi = bounds
+    return lo + (hi - lo) * torch.rand((3, *input_shape), generator=torch.Generator().manual_seed(0))
 
 
 def compile_module(

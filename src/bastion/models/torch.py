@@ -146,12 +146,12 @@ class TorchClassifier:
         with torch.no_grad():
             compiled = self._compiled
             if compiled is not None:
-                taps = active_taps(self)
-                if all(any(target is t for t in compiled.taps) for target, _ in taps):
+                taps = [(compiled.tap_index(target), got) for target, got in active_taps(self)]
+                if all(i is not None for i, _ in taps):  # else a tap needs PyTorch's hooks
                     self.queries += int(x.shape[0])
                     out, features = compiled(x)
-                    for target, got in taps:
-                        got.append(features[next(i for i, t in enumerate(compiled.taps) if t is target)])
+                    for i, got in taps:
+                        got.append(features[i])
                     return out
             return self._forward(x)
 
@@ -161,13 +161,12 @@ class TorchClassifier:
         inputs ``FeatureTap`` may read during those calls. :meth:`logits` (gradients) stays on PyTorch. The compiled
         copy is frozen: after changing the weights, compile again. Returns False, and keeps PyTorch, when the
         module does not export (the reason is logged) or runs on an accelerator."""
-        from bastion.models.runtime import compile_module
+        from bastion.models.runtime import compile_module, example_inputs
 
         self._compiled = None
         if self.device.type != "cpu":
             return False
-        lo, hi = self.spec.bounds
-        example = lo + (hi - lo) * torch.rand((3, *self.spec.input_shape), generator=torch.Generator().manual_seed(0))
+        example = example_inputs(self.spec.input_shape, self.spec.bounds)
         mean, std = self._mean, self._std
         prepare = (lambda x: (x - mean) / std) if mean is not None and std is not None else None
         with eval_mode(self.module):

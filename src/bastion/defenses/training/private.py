@@ -112,9 +112,19 @@ class PrivateResult:
         }
 
 
-def check_private(classifier: object, x: Tensor, y: Tensor, settings: PrivateTraining) -> list[str]:
+def check_private(
+    classifier: object,
+    x: Tensor,
+    y: Tensor,
+    settings: PrivateTraining,
+    *,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+) -> list[str]:
     """Every problem :func:`private_train` would refuse, before any work; returns the layers ``fix_modules``
     would replace."""
+    if resume and (checkpoint_dir is None or not (Path(checkpoint_dir) / "checkpoint.json").is_file()):
+        raise ConfigError(f"no checkpoint to resume in {checkpoint_dir}: start without --resume (or name the folder)")
     from opacus.validators import ModuleValidator
 
     if not isinstance(classifier, TorchClassifier):
@@ -211,10 +221,8 @@ def private_train(
     from bastion.models.zoo.scatternet import fixed_prefix, precompute
 
     s = settings
-    replaced = check_private(classifier, x, y, s)
+    replaced = check_private(classifier, x, y, s, checkpoint_dir=checkpoint_dir, resume=resume)
     directory = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    if resume and (directory is None or not (directory / "checkpoint.json").is_file()):
-        raise ConfigError(f"no checkpoint to resume in {directory}: start without --resume (or name the folder)")
     progress = progress or NullProgress()
     module = classifier.module.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     if replaced:

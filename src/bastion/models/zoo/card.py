@@ -82,6 +82,12 @@ class ModelCard:
             raise ArtifactError(f"model card has a malformed field: {e}") from None
 
 
+def dataset_record(dataset: Any) -> dict[str, Any]:
+    """What a card records of the data a model was trained on: name, digest and split sizes."""
+    p = dataset.provenance
+    return {"name": dataset.name, "sha256": p.sha256, "n_train": p.n_train, "n_test": p.n_test}
+
+
 def card_path(weights: Path) -> Path:
     """The card that goes with a weights file: ``model.safetensors`` → ``model.json``."""
     return weights.with_suffix(".json")

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from bastion._torch import batch_slices
 from bastion.errors import ConfigError
 
 
@@ -99,4 +100,4 @@ def fixed_prefix(module: nn.Module) -> tuple[nn.Module, nn.Module] | None:
 def precompute(features: nn.Module, x: Tensor, batch_size: int = 1024) -> Tensor:
     """``features(x)`` in batches, without gradients."""
     features.eval()
-    return torch.cat([features(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)])
+    return torch.cat([features(x[s]) for s in batch_slices(x.shape[0], batch_size)])

@@ -16,7 +16,7 @@ from bastion._torch import batch_slices, eval_mode, make_generator, resolve_devi
 from bastion.data.base import Dataset
 from bastion.errors import ConfigError
 from bastion.models.torch import TorchClassifier
-from bastion.models.zoo.card import ModelCard, runtime_versions
+from bastion.models.zoo.card import ModelCard, dataset_record, runtime_versions
 from bastion.models.zoo.nets import DEFAULT_ARCHITECTURE, build
 
 
@@ -104,12 +104,7 @@ def train_model(
         architecture=arch,
         arch_params=dict(arch_params or {}),
         spec=dataset.spec,
-        dataset={
-            "name": dataset.name,
-            "sha256": dataset.provenance.sha256,
-            "n_train": dataset.provenance.n_train,
-            "n_test": dataset.provenance.n_test,
-        },
+        dataset=dataset_record(dataset),
         seed=seed,
         epochs=epochs,
         clean_accuracy=acc,
