@@ -170,3 +170,21 @@ def test_every_per_sample_gradient_mode_trains_the_same_model(digits: Dataset, m
 
     a, b = run("hooks"), run(mode)
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_onnx_models_train_privately_and_compiled_graphs_are_refused(
+    digits: Dataset, user_models: dict[str, Path]
+) -> None:
+    """onnx2torch rebuilds real layers (inside a GraphModule), which DP-SGD can train; TorchScript and torch.export
+    keep the weights outside any layer Opacus knows."""
+    from bastion.defenses.training import check_private
+    from bastion.models.formats import SpecHints, load_classifier
+
+    hints = SpecHints(input_shape=digits.spec.input_shape, num_classes=10, bounds=digits.spec.bounds)
+    s = PrivateTraining(epsilon=3.0, delta=1e-4, epochs=1)
+    onnx = load_classifier(user_models["onnx"], hints=hints).classifier
+    assert check_private(onnx, digits.x_train, digits.y_train, s) == []
+    for fmt in ("pt2", "torchscript"):
+        clf = load_classifier(user_models[fmt], hints=hints).classifier
+        with pytest.raises(ConfigError, match="compiled graph"):
+            check_private(clf, digits.x_train, digits.y_train, s)

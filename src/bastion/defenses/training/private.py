@@ -146,11 +146,14 @@ def check_private(
     if settings.batch_size > n:
         raise ConfigError(f"batch_size {settings.batch_size} exceeds the {n} training inputs; lower it")
     module = classifier.module
+    # the layers that own the trainable weights must be real layers: TorchScript owns them in ScriptModules, and
+    # torch.export in bare nn.Module containers or the graph itself (an ONNX model converted by onnx2torch is a
+    # GraphModule too, but its weights sit in real nn.Conv2d / nn.Linear layers, which Opacus handles)
     compiled = [
         type(m).__name__
         for m in module.modules()
-        if isinstance(m, (torch.jit.ScriptModule, torch.fx.GraphModule))
-        and any(p.requires_grad for p in m.parameters())
+        if (isinstance(m, (torch.jit.ScriptModule, torch.fx.GraphModule)) or type(m) is torch.nn.Module)
+        and any(p.requires_grad for p in m.parameters(recurse=False))
     ]
     if compiled:
         raise ConfigError(
