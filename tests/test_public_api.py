@@ -38,10 +38,15 @@ def test_import_and_version_are_cheap_and_side_effect_free() -> None:
     code = "import sys, bastion; print('torch' in sys.modules, 'matplotlib.pyplot' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]
-    t0 = time.perf_counter()
-    p = subprocess.run([sys.executable, "-m", "bastion", "--version"], capture_output=True, text=True)
-    assert p.returncode == 0 and p.stdout.startswith("bastion ")
-    assert time.perf_counter() - t0 < 1.0
+    times = []
+    for _ in range(3):  # the best of three: the other test worker can slow one start, never speed it up
+        t0 = time.perf_counter()
+        p = subprocess.run([sys.executable, "-m", "bastion", "--version"], capture_output=True, text=True)
+        times.append(time.perf_counter() - t0)
+        assert p.returncode == 0 and p.stdout.startswith("bastion ")
+        if times[-1] < 1.0:
+            break
+    assert min(times) < 1.0, times
 
 
 def test_short_reprs_and_no_default_budget(digits_model: object, batch: tuple[object, object]) -> None:

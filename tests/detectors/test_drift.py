@@ -8,7 +8,7 @@ import torch
 from scipy.stats import ks_2samp
 
 from bastion.data import Dataset
-from bastion.detectors.drift import SlidingWindow, benjamini_hochberg, ks_test, mmd_test
+from bastion.detectors.drift import DriftReference, SlidingWindow, benjamini_hochberg, ks_test, mmd_test
 from bastion.errors import InputValidationError
 
 
@@ -79,3 +79,29 @@ def test_sliding_window_hands_out_non_overlapping_windows() -> None:
     got = [w.add(torch.full((7, 3), float(i))) for i in range(6)]  # 42 inputs: windows after 21 and 42
     full = [g for g in got if g is not None]
     assert len(full) == 2 and all(f.shape == (20, 3) for f in full)
+
+
+def test_a_prepared_reference_gives_the_one_shot_results_window_after_window(digits: Dataset) -> None:
+    """DriftReference computes the reference's kernel once; every later test equals a fresh mmd_test/ks_test."""
+    ref = DriftReference(digits.x_train, max_inputs=1000)
+    for i, cur in enumerate((digits.x_test[:150], digits.x_test[150:300] * 0.7 + 0.15)):
+        g = torch.Generator().manual_seed(i)
+        mmd = ref.mmd(cur, permutations=99, generator=g)
+        once = mmd_test(
+            digits.x_train, cur, permutations=99, generator=torch.Generator().manual_seed(i), max_inputs=1000
+        )
+        assert mmd.mmd2 == pytest.approx(once.mmd2, rel=1e-4) and mmd.p_value == once.p_value
+        assert mmd.bandwidth == once.bandwidth
+        assert torch.equal(ref.ks(cur, fdr=0.01).statistic, ks_test(digits.x_train, cur, fdr=0.01).statistic)
+    with pytest.raises(InputValidationError, match="features"):
+        ref.mmd(torch.rand(10, 3))
+
+
+def test_the_window_is_the_last_inputs_of_the_stream() -> None:
+    w = SlidingWindow(torch.rand(50, 3), size=20)
+    rows = torch.arange(75.0).reshape(25, 3)
+    assert w.add(rows[:15]) is None
+    full = w.add(rows[15:])  # 25 arrived: the last 20 make the window
+    assert full is not None and torch.equal(full, rows[5:])
+    with pytest.raises(InputValidationError, match="3 features"):
+        w.add(torch.rand(2, 4))

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 from bastion.data import Dataset
 from bastion.detectors.input import Reconstruction
 from bastion.detectors.screen import Screen
-from bastion.errors import ConfigError
+from bastion.errors import ConfigError, InputValidationError
+from bastion.models.zoo import TrainedModel
 
 
 def test_an_unfitted_detector_is_refused_and_no_detectors_flag_nothing() -> None:
@@ -26,3 +29,38 @@ def test_flags_are_each_detectors_verdict_and_their_union(digits: Dataset) -> No
     assert torch.equal(verdict.flagged, verdict.scores > det.threshold_)
     assert float(verdict.flagged[20:].float().mean()) >= 0.9 and float(verdict.flagged[:20].float().mean()) <= 0.3
     assert torch.equal(Screen.flagged((verdict,)), verdict.flagged)
+
+
+def test_the_fused_graph_gives_the_separate_calls_answers_in_one_onnxruntime_call(
+    digits: Dataset, digits_model: TrainedModel
+) -> None:
+    """compile_inference: the model on the input and its squeezed copies, the Mahalanobis features and the
+    autoencoder as one graph; probabilities, scores, flags and query counts as on the eager path."""
+    from bastion.defenses.ensemble import Ensemble
+    from bastion.defenses.preprocessing.squeeze import BitDepth, MedianFilter
+    from bastion.detectors.input import FeatureSqueezing, Mahalanobis
+
+    member = copy.deepcopy(digits_model.classifier)
+    model = Ensemble([member])
+    squeeze = FeatureSqueezing(model=model, squeezers=(BitDepth(2), MedianFilter(2)))
+    dets = (
+        squeeze.fit(digits.x_train),
+        Mahalanobis(model=member).fit(digits.x_train, digits.y_train),
+        Reconstruction(epochs=2).fit(digits.x_train),
+    )
+    screen = Screen(dets)
+    x = torch.cat([digits.x_test[:30], torch.rand(10, 1, 8, 8, generator=torch.Generator().manual_seed(1))])
+    want, want_det = screen.predict(model, x)
+    queries = model.queries
+    assert screen.compile_inference(model, threads=1)
+    got, got_det = screen.predict(model, x)
+    assert model.queries == queries + 3 * 40  # the input and its two squeezed copies counted, as before
+    assert torch.allclose(got.probs, want.probs, atol=1e-5)
+    for a, b in zip(want_det, got_det, strict=True):
+        assert a.detector == b.detector and torch.allclose(a.scores, b.scores, atol=1e-4, rtol=1e-4)
+        assert torch.equal(b.flagged, b.scores > next(d for d in dets if d.name == b.detector).threshold_)
+    with pytest.raises(InputValidationError, match="shape"):  # still validated, once
+        screen.predict(model, torch.rand(2, 1, 9, 9))
+    two = Ensemble([member, copy.deepcopy(member)])  # an ensemble is not fused: it keeps the separate calls
+    assert not screen.compile_inference(two, threads=1)
+    assert screen._fused is None  # a failed compile leaves no stale graph behind

@@ -96,6 +96,13 @@ class FittedThreshold(abc.ABC):
             raise ConfigError(f"{self.name} is not fitted: call fit(clean_x{', y' if self.needs_labels else ''}) first")
         raise_if(tensor_problems(x, name="x", input_shape=self.input_shape), f"{self.name} input")
 
+    def traceable_score(self, x: Tensor) -> Tensor:
+        """(N,) scores from plain PyTorch operations on an already validated ``x``: what the gateway exports into
+        one onnxruntime graph with the model (``bastion.detectors.screen``). The default is :meth:`_score`; a
+        detector whose ``_score`` leaves PyTorch (its own onnxruntime session, numpy) overrides this. The export is
+        checked against :meth:`score` on examples, so a score that does not trace stays on its own path."""
+        return self._score(x)
+
     def score_with_grad(self, x: Tensor) -> Tensor:
         """(N,) scores as a differentiable function of ``x``, for adaptive attacks that know the detector (Tramèr
         et al. 2020): exact where the detector is differentiable, a straight-through (BPDA, Athalye et al. 2018)

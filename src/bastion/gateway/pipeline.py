@@ -96,7 +96,8 @@ def _compile_for_serving(
 ) -> None:
     """Move every gradient-free network of the request path to onnxruntime (``bastion.models.runtime``): the served
     torch members (with the layers Mahalanobis reads as extra outputs), the detectors' own networks and the probing
-    monitor's similarity encoder. Whatever does not export stays on PyTorch (logged)."""
+    monitor's similarity encoder, then each screen with its model as one graph (one call per request). Whatever does
+    not export stays on PyTorch or on separate calls (logged)."""
     from bastion.detectors.input import Mahalanobis
     from bastion.models.torch import TorchClassifier
 
@@ -110,6 +111,8 @@ def _compile_for_serving(
             compile_inference = getattr(obj, "compile_inference", None)
             if callable(compile_inference):
                 compile_inference(threads=threads)
+        if name in screens and len(screens[name]):  # last: checked against the separately compiled path above
+            screens[name].compile_inference(model, threads=threads)
 
 
 class Gateway:

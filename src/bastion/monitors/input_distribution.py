@@ -19,7 +19,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from bastion.detectors.drift import SlidingWindow, ks_test, mmd_test
+from bastion.detectors.drift import DriftReference, SlidingWindow
 from bastion.errors import InputValidationError
 from bastion.monitors.base import Alert, KeyStates, QueryEvent, Severity
 from bastion.monitors.registry import MONITORS, MonitorKind, MonitorSettings
@@ -54,6 +54,8 @@ class InputDistributionMonitor:
         if self.permutations < 1 or self.consecutive < 1 or not 0 < self.p_value < 1 or not 0 < self.fdr < 1:
             raise InputValidationError("permutations and consecutive must be >= 1 and p_value, fdr in (0, 1)")
         self._stream = SlidingWindow(self.reference, self.window)
+        # prepared once: each window's test computes only its own side (kernel rows, sorted values)
+        self._reference = DriftReference(self.reference, max_inputs=max(self.window, 1000))
         self._keys = KeyStates(self.max_keys)
         self._seed = 0
         self._pool: ThreadPoolExecutor | None = None
@@ -98,14 +100,8 @@ class InputDistributionMonitor:
 
     def _test(self, full: Tensor, shares: list[tuple[str, int]], seed: int, time: float) -> list[Alert]:
         self.windows_tested += 1
-        mmd = mmd_test(
-            self.reference,
-            full,
-            permutations=self.permutations,
-            generator=torch.Generator().manual_seed(seed),
-            max_inputs=max(self.window, 1000),
-        )
-        ks = ks_test(self.reference, full, fdr=self.fdr)
+        mmd = self._reference.mmd(full, permutations=self.permutations, generator=torch.Generator().manual_seed(seed))
+        ks = self._reference.ks(full, fdr=self.fdr)
         if not (mmd.drift(self.p_value) or ks.drift):
             self._streak = []
             return []

@@ -61,7 +61,7 @@ class ExtractionMonitor:
         self._keys = KeyStates(self.max_keys)
 
     def _feed(self, st: _PradaState, x: Tensor, labels: Tensor) -> None:
-        for c in labels.unique().tolist():
+        for c in labels.unique().tolist() if x.shape[0] > 1 else [int(labels[0])]:
             xs = x[labels == c] if x.shape[0] > 1 else x
             kept = st.growing.get(c)
             start = 0

@@ -61,9 +61,14 @@ class MedianFilter:
     def __call__(self, x: Tensor, bounds: tuple[float, float]) -> Tensor:
         del bounds  # a median stays within the values it is taken over
         img = as_images(x)
-        n, c, h, w = img.shape
         k = self.size
         before, after = (k - 1) // 2, k // 2
-        padded = F.pad(img, (before, after, before, after), mode="reflect" if min(h, w) > after else "replicate")
-        windows = padded.unfold(2, k, 1).unfold(3, k, 1)  # (N, C, H, W, k, k)
-        return windows.reshape(n, c, h, w, k * k).median(-1).values.reshape(x.shape)
+        h, w = img.shape[2], img.shape[3]
+        # reflection needs more pixels than the padding; while exporting (shapes are traced) the image is assumed
+        # large enough, and an export that is not fails and stays on PyTorch
+        tiny = not torch.jit.is_tracing() and min(h, w) <= after
+        padded = F.pad(img, (before, after, before, after), mode="replicate" if tiny else "reflect")
+        # the k*k shifted copies of the image, one per window position (slices export to ONNX; unfold does not)
+        windows = torch.stack([padded[:, :, i : i + h, j : j + w] for i in range(k) for j in range(k)], -1)
+        # the lower of the two middle values for an even window, as torch.median takes it
+        return windows.sort(-1).values[..., (k * k - 1) // 2].reshape(x.shape)

@@ -145,6 +145,11 @@ class Reconstruction(FittedThreshold):
         )
         return self._compiled is not None
 
+    def traceable_score(self, x: Tensor) -> Tensor:
+        """The autoencoder's error in PyTorch (not through this detector's own onnxruntime session), for export."""
+        assert self._net is not None
+        return _error(self._net, self._unit(x))
+
     def score_with_grad(self, x: Tensor) -> Tensor:
         """Exact: the autoencoder is differentiable."""
         self._check(x)
