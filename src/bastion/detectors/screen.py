@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,11 +49,9 @@ class Screen:
         instead of three on the gateway's path. After :meth:`compile_inference` for ``model``, all of it is one
         onnxruntime call."""
         if self._fused is not None and self._fused.model is model:
-            return self._predict_fused(model, x)
+            return self._predict_fused(model, x, self._fused)
         n = int(x.shape[0])
-        squeezing = [d for d in self.detectors if isinstance(d, FeatureSqueezing) and d.model is model]
-        members = {id(m) for m in model.members}
-        tapped = [d for d in self.detectors if isinstance(d, Mahalanobis) and id(d.model) in members]
+        squeezing, tapped = self._riders(model)
         extra = [d.squeezed(x) for d in squeezing]
         for checked in (*squeezing, *tapped):  # the others check x in their own score()
             checked._check(x)
@@ -61,24 +59,50 @@ class Screen:
         with torch.no_grad(), ExitStack() as stack:
             taps = [stack.enter_context(d.tap.capture()) for d in tapped]
             out = model.predict(batch)
-        probs = out.probs[:n]
+        with torch.no_grad():
+            scores = self._scores(
+                squeezing, tapped, n, out.probs, extra, [torch.cat(got) for got in taps], lambda d: d.score(x)
+            )
+        detections = [
+            Detection(d.name, s, s > d.threshold_, d.fpr) for d, s in zip(self.detectors, scores, strict=True)
+        ]
+        return EnsembleOutput(out.probs[:n], out.disagreement[:n]), tuple(detections)
+
+    def _riders(self, model: Ensemble) -> tuple[list[FeatureSqueezing], list[Mahalanobis]]:
+        """The detectors that ride in the model's own pass: feature squeezing (its squeezed copies join the batch)
+        and Mahalanobis on one of the model's members (it reads a layer of that pass)."""
+        members = {id(m) for m in model.members}
+        return (
+            [d for d in self.detectors if isinstance(d, FeatureSqueezing) and d.model is model],
+            [d for d in self.detectors if isinstance(d, Mahalanobis) and id(d.model) in members],
+        )
+
+    def _scores(
+        self,
+        squeezing: list[FeatureSqueezing],
+        tapped: list[Mahalanobis],
+        n: int,
+        probs_all: Tensor,
+        extra: list[Tensor],
+        features: list[Tensor],
+        rest: Callable[[FittedThreshold], Tensor],
+    ) -> list[Tensor]:
+        """Every detector's (N,) scores, in the screen's order, from one pass over the N inputs followed by the
+        squeezed copies ``extra`` (``probs_all``) and the tapped layers' ``features``; ``rest`` scores the others.
+        Shared by the eager path and the exported graph, so the two compute the same thing."""
+        probs = probs_all[:n]
         scores: dict[int, Tensor] = {}
         offset = n
         for sq, e in zip(squeezing, extra, strict=True):
-            scores[id(sq)] = sq.score_probs(probs, out.probs[offset : offset + e.shape[0]])
-            offset += e.shape[0]
-        for ma, got in zip(tapped, taps, strict=True):
-            scores[id(ma)] = ma.score_features(torch.cat(got)[:n])
-        detections = []
-        with torch.no_grad():
-            for d in self.detectors:
-                s = (scores[id(d)] if id(d) in scores else d.score(x)).float()
-                detections.append(Detection(d.name, s, s > d.threshold_, d.fpr))
-        return EnsembleOutput(probs, out.disagreement[:n]), tuple(detections)
+            scores[id(sq)] = sq.score_probs(probs, probs_all[offset : offset + e.shape[0]])
+            offset = offset + e.shape[0]
+        for ma, f in zip(tapped, features, strict=True):
+            scores[id(ma)] = ma.score_features(f[:n])
+        return [(scores[id(d)] if id(d) in scores else rest(d)).float() for d in self.detectors]
 
-    def _predict_fused(self, model: Ensemble, x: Tensor) -> tuple[EnsembleOutput, tuple[Detection, ...]]:
-        fused = self._fused
-        assert fused is not None
+    def _predict_fused(
+        self, model: Ensemble, x: Tensor, fused: _Compiled
+    ) -> tuple[EnsembleOutput, tuple[Detection, ...]]:
         raise_if(tensor_problems(x, name="x", input_shape=model.spec.input_shape), "model input")
         n, k = int(x.shape[0]), model.spec.num_classes
         out = fused.graph(x)[0]
@@ -116,9 +140,7 @@ class Screen:
         try:
             for sample in (example, example[:1]):
                 want, want_det = self.predict(model, sample)
-                object.__setattr__(self, "_fused", compiled)
-                got, got_det = self.predict(model, sample)
-                object.__setattr__(self, "_fused", None)
+                got, got_det = self._predict_fused(model, sample, compiled)
                 pairs = [(want.probs, got.probs)] + [
                     (a.scores, b.scores) for a, b in zip(want_det, got_det, strict=True)
                 ]
@@ -167,13 +189,11 @@ class _Fused(nn.Module):
         self.parts = nn.ModuleList(  # the detectors' own networks (an autoencoder), likewise
             [v for d in screen.detectors for v in vars(d).values() if isinstance(v, nn.Module) and v is not self.module]
         )
-        self.member, self.screen, self.model = member, screen, model
-        self.squeezing = [d for d in screen.detectors if isinstance(d, FeatureSqueezing) and d.model is model]
+        self.member, self.screen = member, screen
+        self.squeezing, self.tapped = screen._riders(model)
         self.batch_factor = 1 + sum(len(d.squeezed(torch.zeros(1, *model.spec.input_shape))) for d in self.squeezing)
-        self.tapped = [d for d in screen.detectors if isinstance(d, Mahalanobis) and d.model is member]
 
     def forward(self, x: Tensor) -> Tensor:
-        n = x.shape[0]
         extra = [d.squeezed(x) for d in self.squeezing]
         batch = torch.cat([x, *extra]) if extra else x
         got: list[Tensor] = []
@@ -185,13 +205,8 @@ class _Fused(nn.Module):
         finally:
             for h in handles:
                 h.remove()
-        probs = probs_all[:n]
-        scores: dict[int, Tensor] = {}
-        offset = n
-        for sq, e in zip(self.squeezing, extra, strict=True):
-            scores[id(sq)] = sq.score_probs(probs, probs_all[offset : offset + e.shape[0]])
-            offset = offset + e.shape[0]
-        for ma, f in zip(self.tapped, got, strict=True):
-            scores[id(ma)] = ma.score_features(f[:n])
-        cols = [(scores[id(d)] if id(d) in scores else d.traceable_score(x)).float() for d in self.screen.detectors]
-        return torch.cat([probs, torch.stack(cols, 1)], 1)
+        n = x.shape[0]
+        cols = self.screen._scores(
+            self.squeezing, self.tapped, n, probs_all, extra, got, lambda d: d.traceable_score(x)
+        )
+        return torch.cat([probs_all[:n], torch.stack(cols, 1)], 1)

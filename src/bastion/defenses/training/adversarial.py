@@ -32,7 +32,7 @@ from bastion._torch import batch_slices, make_generator
 from bastion._validate import label_problems, raise_if, tensor_problems
 from bastion.attacks._projection import normalize_step, project
 from bastion.attacks.evasion.pgd import PGD
-from bastion.defenses.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from bastion.defenses.training.checkpoint import Checkpoint, check_resumable, load_checkpoint, save_checkpoint
 from bastion.errors import ConfigError, NoGradientError
 from bastion.models.torch import TorchClassifier
 from bastion.types import Norm, ThreatModel
@@ -215,10 +215,7 @@ def check_training(
             f"{x.shape[0]} training inputs leave too few after holding out check_samples={s.check_samples}; "
             "lower check_samples"
         )
-    if resume and checkpoint_dir is None:
-        raise ConfigError("resume needs the checkpoint folder of the interrupted run")
-    if resume and not (Path(checkpoint_dir) / "checkpoint.json").is_file():  # type: ignore[arg-type]
-        raise ConfigError(f"no checkpoint to resume in {checkpoint_dir}: start without --resume (or name the folder)")
+    check_resumable(checkpoint_dir, resume)
 
 
 def adversarial_train(

@@ -68,14 +68,25 @@ def save_checkpoint(
     os.replace(tmpj, directory / "checkpoint.json")
 
 
+def check_resumable(directory: str | Path | None, resume: bool) -> None:
+    """With ``resume``, a ConfigError unless ``directory`` holds a checkpoint (both of its files): checked before
+    any work by the training functions' validators, and again on loading."""
+    if not resume:
+        return
+    if directory is None:
+        raise ConfigError("resume needs the checkpoint folder of the interrupted run")
+    d = Path(directory)
+    if not (d / "checkpoint.safetensors").is_file() or not (d / "checkpoint.json").is_file():
+        raise ConfigError(f"no checkpoint to resume in {d}: start without --resume (or name the folder)")
+
+
 def load_checkpoint(
     directory: Path, *, module: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator
 ) -> tuple[Checkpoint, dict[str, torch.Tensor]]:
     """Restore module, optimizer and generator in place from ``directory``; returns the checkpoint and the best
     weights. A missing or foreign checkpoint is a ConfigError that says so."""
+    check_resumable(directory, True)
     st, js = directory / "checkpoint.safetensors", directory / "checkpoint.json"
-    if not st.is_file() or not js.is_file():
-        raise ConfigError(f"no checkpoint to resume in {directory}: start without --resume (or name the folder)")
     meta = json.loads(js.read_text())
     if meta.get("format") != FORMAT:
         raise ConfigError(f"{js} is not a Bastion training checkpoint of format {FORMAT}")

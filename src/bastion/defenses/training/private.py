@@ -21,7 +21,7 @@ from torch import Tensor
 
 from bastion._progress import NullProgress, Progress
 from bastion._validate import label_problems, raise_if, tensor_problems
-from bastion.defenses.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from bastion.defenses.training.checkpoint import Checkpoint, check_resumable, load_checkpoint, save_checkpoint
 from bastion.errors import ConfigError, NoGradientError
 from bastion.models.torch import TorchClassifier
 
@@ -123,8 +123,7 @@ def check_private(
 ) -> list[str]:
     """Every problem :func:`private_train` would refuse, before any work; returns the layers ``fix_modules``
     would replace."""
-    if resume and (checkpoint_dir is None or not (Path(checkpoint_dir) / "checkpoint.json").is_file()):
-        raise ConfigError(f"no checkpoint to resume in {checkpoint_dir}: start without --resume (or name the folder)")
+    check_resumable(checkpoint_dir, resume)
     from opacus.validators import ModuleValidator
 
     if not isinstance(classifier, TorchClassifier):
