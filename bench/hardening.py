@@ -130,7 +130,8 @@ def part_fast(args: argparse.Namespace, data: object, xe: torch.Tensor, ye: torc
     rows = []
     for method in ("pgd-at", "fast-at"):
         clf = fresh(data.spec)  # type: ignore[attr-defined]
-        s = AdversarialTraining(method=method, eps=EPS, steps=args.steps, epochs=args.epochs)  # type: ignore[arg-type]
+        lr = args.fast_lr if method == "fast-at" else None  # fresh weights: Wong et al.'s peak
+        s = AdversarialTraining(method=method, eps=EPS, steps=args.steps, epochs=args.epochs, lr=lr)  # type: ignore[arg-type]
         t0 = time.perf_counter()
         res = adversarial_train(clf, x, y, s, progress=EpochPrinter(args.epochs))
         seconds = time.perf_counter() - t0
@@ -292,6 +293,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10, help="PGD steps while training")
     ap.add_argument("--n-train", type=int, default=60_000)
     ap.add_argument("--n-eval", type=int, default=1000, help="test images AutoAttack judges")
+    ap.add_argument("--fast-lr", type=float, default=0.2, help="fast-AT's cyclic peak learning rate (fresh weights)")
     ap.add_argument("--aa-steps", type=int, default=100, help="APGD iterations of AutoAttack")
     ap.add_argument("--dp-epochs", type=int, default=40)
     ap.add_argument("--dp-batch", type=int, default=2048)

@@ -113,7 +113,8 @@ def harden(
     epochs: Annotated[int, typer.Option(min=1)] = 10,
     batch_size: Annotated[int | None, typer.Option(min=1, help="default: 128, or 256 for dp-sgd")] = None,
     lr: Annotated[
-        float | None, typer.Option(help="learning rate (default: Adam 1e-3; fast-AT's cyclic peak 0.2)")
+        float | None,
+        typer.Option(help="learning rate (default: Adam 1e-3; fast-AT's cyclic peak 0.05; 0.2 from fresh weights)"),
     ] = None,
     seed: Annotated[int, typer.Option()] = 0,
     epsilon: Annotated[float, typer.Option(help="dp-sgd: the privacy budget to reach")] = 3.0,

@@ -48,7 +48,7 @@ def test_adversarial_training_beats_the_undefended_model_by_a_wide_margin(
 def test_an_interrupted_run_resumes_to_the_same_weights(
     digits: Dataset, tmp_path: Path, interrupt_after: Callable[[int], Progress]
 ) -> None:
-    # a cyclic schedule over all 4 epochs; lr 0.05: the default peak (0.2) overfits 4-epoch digits runs in epoch 2
+    # a cyclic schedule over all 4 epochs (lr 0.05, named: a peak of 0.2 overfits 4-epoch digits runs in epoch 2)
     settings = AdversarialTraining(method="fast-at", epochs=4, lr=0.05)
     full = adversarial_train(_fresh(digits).classifier, digits.x_train, digits.y_train, settings)
     steps_per_epoch = -(-(digits.x_train.shape[0] - settings.check_samples) // settings.batch_size)
