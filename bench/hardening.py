@@ -22,9 +22,11 @@ import copy
 import dataclasses
 import os
 import platform
+import statistics
 import sys
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import torch
@@ -83,7 +85,13 @@ def part_art(args: argparse.Namespace, data: object, xe: torch.Tensor, ye: torch
     x, y = data.x_train[: args.n_train], data.y_train[: args.n_train]  # type: ignore[attr-defined]
     epochs = args.compare_epochs
     settings = AdversarialTraining(
-        method="pgd-at", eps=EPS, steps=args.steps, epochs=epochs, batch_size=128, check_samples=500
+        method="pgd-at",
+        eps=EPS,
+        steps=args.steps,
+        epochs=epochs,
+        batch_size=128,
+        check_samples=500,
+        schedule=args.schedule,
     )
     ours = fresh(data.spec)  # type: ignore[attr-defined]
     t0 = time.perf_counter()
@@ -131,7 +139,14 @@ def part_fast(args: argparse.Namespace, data: object, xe: torch.Tensor, ye: torc
     for method in ("pgd-at", "fast-at"):
         clf = fresh(data.spec)  # type: ignore[attr-defined]
         lr = args.fast_lr if method == "fast-at" else None  # fresh weights: Wong et al.'s peak
-        s = AdversarialTraining(method=method, eps=EPS, steps=args.steps, epochs=args.epochs, lr=lr)  # type: ignore[arg-type]
+        s = AdversarialTraining(
+            method=method,  # type: ignore[arg-type]
+            eps=EPS,
+            steps=args.steps,
+            epochs=args.epochs,
+            lr=lr,
+            schedule=args.schedule,  # PGD-AT's; fast-AT always uses its cyclic one
+        )
         t0 = time.perf_counter()
         res = adversarial_train(clf, x, y, s, progress=EpochPrinter(args.epochs))
         seconds = time.perf_counter() - t0
@@ -182,6 +197,46 @@ def _plain_epoch(clf: TorchClassifier, x: torch.Tensor, y: torch.Tensor, batch: 
     return time.perf_counter() - t0
 
 
+def dp_speed(args: argparse.Namespace, x: torch.Tensor, y: torch.Tensor, model: Any, settings: Any) -> str:
+    """One epoch in each of Opacus's per-sample-gradient modes, then the fastest and the non-private epoch in
+    alternating rounds (the verdict is on the median ratio of the rounds: one epoch each varied by 10% here)."""
+    from bastion.defenses.training import ghost
+
+    print(
+        f"Opacus per-sample-gradient modes: dp-cnn, one epoch over {x.shape[0]} images, batch {args.dp_batch} "
+        "(ghost: Opacus's ghost clipping with Bastion's convolution norms, defenses/training/ghost.py)"
+    )
+    print("| training | seconds | vs non-private |")
+    print("|---|---|---|")
+    _plain_epoch(model("dp-cnn"), x[:4096], y[:4096], args.dp_batch, args.dp_lr)  # warm up
+    plain = _plain_epoch(model("dp-cnn"), x, y, args.dp_batch, args.dp_lr)
+    print(f"| non-private SGD | {plain:.1f} | 1.00x |")
+    timings = {}
+    for mode in ("hooks", "functorch", "ghost"):
+        s = dataclasses.replace(settings(args.dp_epochs, mode), epochs=1)
+        r = private_train(model("dp-cnn"), x, y, s)
+        timings[mode] = r.seconds
+        print(f"| DP-SGD, {mode} | {r.seconds:.1f} | {r.seconds / plain:.2f}x |", flush=True)
+    fastest = min(timings, key=timings.__getitem__)
+    chosen = {f"{k[0]}->{k[1]} k{k[2][0]} on {k[7]}": v for k, v in ghost.choices().items()}
+    print(f"convolution norm methods chosen by timing: {chosen}")
+    ratios = []
+    for i in range(args.dp_rounds):
+        p = _plain_epoch(model("dp-cnn"), x, y, args.dp_batch, args.dp_lr)
+        d = private_train(model("dp-cnn"), x, y, dataclasses.replace(settings(args.dp_epochs, fastest), epochs=1))
+        ratios.append(d.seconds / p)
+        print(
+            f"round {i + 1}: non-private {p:.1f} s, DP-SGD {fastest} {d.seconds:.1f} s, {ratios[-1]:.2f}x", flush=True
+        )
+    median = statistics.median(ratios)
+    ok = median <= 2
+    print(
+        f"fastest: {fastest}, median of {len(ratios)} rounds {median:.2f}x a non-private epoch (rounds: "
+        f"{', '.join(f'{r:.2f}' for r in ratios)}) -> {'MET' if ok else 'NOT MET'}\n"
+    )
+    return fastest
+
+
 def part_dp(args: argparse.Namespace, data: object) -> None:
     """Per-sample-gradient modes against a non-private epoch; DP-SGD end to end (Tramèr & Boneh's tanh CNN) and with
     ScatterNet features at epsilon 3, delta 1e-5; then membership inference on the private models and on an overfit
@@ -207,21 +262,9 @@ def part_dp(args: argparse.Namespace, data: object) -> None:
             grad_sample_mode=mode,  # type: ignore[arg-type]
         )
 
-    print(f"Opacus per-sample-gradient modes: dp-cnn, one epoch over {x.shape[0]} images, batch {args.dp_batch}")
-    print("| training | seconds | vs non-private |")
-    print("|---|---|---|")
-    _plain_epoch(model("dp-cnn"), x[:4096], y[:4096], args.dp_batch, args.dp_lr)  # warm up
-    plain = _plain_epoch(model("dp-cnn"), x, y, args.dp_batch, args.dp_lr)
-    print(f"| non-private SGD | {plain:.1f} | 1.00x |")
-    timings = {}
-    for mode in ("hooks", "functorch", "ghost"):
-        s = dataclasses.replace(settings(args.dp_epochs, mode), epochs=1)
-        r = private_train(model("dp-cnn"), x, y, s)
-        timings[mode] = r.seconds
-        print(f"| DP-SGD, {mode} | {r.seconds:.1f} | {r.seconds / plain:.2f}x |", flush=True)
-    fastest = min(timings, key=timings.__getitem__)
-    ok = timings[fastest] <= 2 * plain
-    print(f"fastest: {fastest}, {timings[fastest] / plain:.2f}x a non-private epoch -> {'MET' if ok else 'NOT MET'}\n")
+    fastest = dp_speed(args, x, y, model, settings)
+    if args.part == "dp-speed":
+        return
 
     print(
         f"DP-SGD at epsilon 3, delta 1e-5 (PRV), {x.shape[0]} training images, {args.dp_epochs} epochs, expected "
@@ -286,11 +329,14 @@ def part_dp(args: argparse.Namespace, data: object) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", choices=["art", "fast", "dp", "all"], default="all")
+    ap.add_argument("--part", choices=["art", "fast", "dp", "dp-speed", "all"], default="all")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=11, help="epochs of the best PGD-AT run and of fast-AT")
     ap.add_argument("--compare-epochs", type=int, default=3, help="epochs of the PGD-AT run against ART")
     ap.add_argument("--steps", type=int, default=10, help="PGD steps while training")
+    ap.add_argument(
+        "--schedule", choices=["constant", "cosine", "step"], default="step", help="PGD-AT's learning-rate schedule"
+    )
     ap.add_argument("--n-train", type=int, default=60_000)
     ap.add_argument("--n-eval", type=int, default=1000, help="test images AutoAttack judges")
     ap.add_argument("--fast-lr", type=float, default=0.2, help="fast-AT's cyclic peak learning rate (fresh weights)")
@@ -298,6 +344,7 @@ def main() -> None:
     ap.add_argument("--dp-epochs", type=int, default=40)
     ap.add_argument("--dp-batch", type=int, default=2048)
     ap.add_argument("--dp-lr", type=float, default=4.0)
+    ap.add_argument("--dp-rounds", type=int, default=3, help="alternating non-private/DP epochs for the speed verdict")
     ap.add_argument("--dp-clip", type=float, default=0.1)
     ap.add_argument("--mia-members", type=int, default=10_000)
     ap.add_argument("--mia-epochs", type=int, default=30)
@@ -312,13 +359,14 @@ def main() -> None:
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"python {sys.version.split()[0]}, torch threads {torch.get_num_threads()}, load average "
-        f"{os.getloadavg()[0]:.2f}; AutoAttack (standard, {args.aa_steps} steps) on {args.n_eval} test images\n"
+        f"{os.getloadavg()[0]:.2f}; AutoAttack (standard, {args.aa_steps} steps) on {args.n_eval} test images; "
+        f"PGD-AT learning-rate schedule: {args.schedule}\n"
     )
     if args.part in ("art", "all"):
         part_art(args, data, xe, ye)
     if args.part in ("fast", "all"):
         part_fast(args, data, xe, ye)
-    if args.part in ("dp", "all"):
+    if args.part in ("dp", "dp-speed", "all"):
         part_dp(args, data)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 

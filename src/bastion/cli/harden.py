@@ -123,6 +123,13 @@ def harden(
     fix_modules: Annotated[
         bool, typer.Option(help="dp-sgd: replace layers DP-SGD cannot train (BatchNorm -> GroupNorm)")
     ] = False,
+    dp_mode: Annotated[
+        str,
+        typer.Option(
+            help="dp-sgd: how per-sample gradients are clipped: ghost (fastest; no layer used twice), hooks or "
+            "functorch"
+        ),
+    ] = "ghost",
     features: Annotated[
         str,
         typer.Option(
@@ -191,6 +198,7 @@ def harden(
             lr=lr if lr is not None else 0.5,
             fix_modules=fix_modules,
             initial_weights="keep" if keep_weights else "reset",
+            grad_sample_mode=dp_mode,  # type: ignore[arg-type]  # validated with the other settings
             seed=seed,
         )
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import torch
 
 from bastion.attacks.inference import loss_threshold
 from bastion.data import Dataset
@@ -32,3 +33,30 @@ def test_bad_input_is_refused(digits_model: TrainedModel, digits: Dataset) -> No
         loss_threshold(
             digits_model.classifier, (digits.x_test.flatten(1), digits.y_test), (digits.x_test, digits.y_test)
         )
+
+
+class _Fixed:
+    """A 'model' answering given logits, row by row."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        self.logits = logits
+
+    def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits[x[:, 0].long()]
+
+
+def test_scores_rank_as_minus_the_loss_without_float32_ties() -> None:
+    from bastion.attacks.inference.membership import _scores
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(300, 10, generator=g) * 3
+    y = torch.randint(0, 10, (300,), generator=g)
+    rows = torch.arange(300).float().unsqueeze(1)
+    loss = torch.nn.functional.cross_entropy(logits.double(), y, reduction="none")
+    assert torch.equal(_scores(_Fixed(logits), rows, y).argsort(), (-loss).argsort())
+    # confidently right inputs: float32 losses are all exactly 0, the margins still order them
+    confident = logits.clone()
+    confident[torch.arange(300), y] = 40 + torch.arange(300).float() * 0.1
+    f32 = torch.nn.functional.cross_entropy(confident, y, reduction="none")
+    assert int((f32 == 0).sum()) == 300
+    assert _scores(_Fixed(confident), rows, y).unique().numel() == 300

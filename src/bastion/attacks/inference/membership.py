@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from bastion._torch import batch_slices
@@ -39,20 +38,25 @@ class MembershipResult:
         }
 
 
-def _losses(model: object, x: Tensor, y: Tensor) -> Tensor:
+def _scores(model: object, x: Tensor, y: Tensor) -> Tensor:
+    """Minus the cross-entropy loss, in the order-preserving form that does not saturate: the loss is
+    softplus(logsumexp of the other logits - the label's logit), so ranking by the logit margin
+    ``z_y - logsumexp(z_others)`` (in float64) ranks exactly as ranking by -loss would in exact arithmetic, while
+    float32 losses of confidently right inputs all round to 0 and tie (which made the TPR at low FPR 0)."""
+    out = []
     with torch.no_grad():
-        return torch.cat(
-            [
-                F.cross_entropy(model.predict_logits(x[s]).float(), y[s], reduction="none")  # type: ignore[attr-defined]
-                for s in batch_slices(x.shape[0], 512)
-            ]
-        )
+        for s in batch_slices(x.shape[0], 512):
+            z = model.predict_logits(x[s]).double()  # type: ignore[attr-defined]
+            label = y[s].unsqueeze(1)
+            others = z.scatter(1, label, float("-inf"))
+            out.append(z.gather(1, label).squeeze(1) - torch.logsumexp(others, dim=1))
+    return torch.cat(out)
 
 
 def loss_threshold(
     model: object, members: tuple[Tensor, Tensor], non_members: tuple[Tensor, Tensor]
 ) -> MembershipResult:
-    """Score every point by minus its loss and measure how well that separates ``members`` (training inputs and
+    """Score every point by minus its loss (as a logit margin: see ``_scores``) and measure how well that separates ``members`` (training inputs and
     labels) from ``non_members`` (held-out ones); use equally many of each for an AUC that reads as a chance rate."""
     spec = model.spec  # type: ignore[attr-defined]
     for name, (x, y) in (("members", members), ("non_members", non_members)):
@@ -65,8 +69,8 @@ def loss_threshold(
             raise InputValidationError(f"{name} needs at least 10 points, got {x.shape[0]}")
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    s_in, s_out = -_losses(model, *members), -_losses(model, *non_members)
-    scores = torch.cat([s_in, s_out]).double().numpy()
+    s_in, s_out = _scores(model, *members), _scores(model, *non_members)
+    scores = torch.cat([s_in, s_out]).numpy()
     truth = [1] * s_in.shape[0] + [0] * s_out.shape[0]
     fpr, tpr, _ = roc_curve(truth, scores)
     ok = fpr <= 0.01

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from bastion._progress import NullProgress, Progress
 from bastion._validate import label_problems, raise_if, tensor_problems
+from bastion.defenses.training import ghost
 from bastion.defenses.training.checkpoint import Checkpoint, check_resumable, load_checkpoint, save_checkpoint
 from bastion.errors import ConfigError, NoGradientError
 from bastion.models.torch import TorchClassifier
@@ -172,6 +173,25 @@ def check_private(
             f"the model has layers DP-SGD cannot train with per-sample gradients: {names}; retrain with GroupNorm "
             "instead of BatchNorm, or pass --fix-modules to replace them (the replaced layers start untrained)"
         )
+    padded = [
+        f"{name} ({type(m).__name__}, padding_mode={m.padding_mode})"
+        for name, m in module.named_modules()
+        if isinstance(m, torch.nn.modules.conv._ConvNd)
+        and m.padding_mode != "zeros"
+        and (settings.grad_sample_mode == "hooks" or not isinstance(m, torch.nn.Conv2d))
+        and settings.grad_sample_mode != "functorch"
+    ]
+    if padded:  # Opacus 1.6 unfolds with zeros whatever the mode: wrong per-example gradients, and in ghost mode
+        # the real gradients would then be clipped by the wrong norms (Bastion's own Conv2d norms are right)
+        raise ConfigError(
+            f"Opacus computes wrong per-example gradients for convolutions that pad with anything but zeros: "
+            f"{'; '.join(padded[:5])}; train with grad_sample_mode='functorch' (bastion harden --dp-mode functorch)"
+            + (
+                " or 'ghost' (the default), which handles them for Conv2d"
+                if settings.grad_sample_mode == "hooks"
+                else ""
+            )
+        )
     return [type(e).__name__ for e in errors]
 
 
@@ -261,6 +281,8 @@ def private_train(
         start_epoch = resumed_from = ck.epoch
         sampling_state = ck.extra["sampling_rng"]
     trained_part.train()
+    if s.grad_sample_mode == "ghost":
+        ghost.install()  # convolutions' per-example norms without per-example gradients
     engine = PrivacyEngine(accountant=s.accountant)
     made = engine.make_private_with_epsilon(
         module=trained_part,
@@ -282,48 +304,69 @@ def private_train(
     if accountant_history is not None and sampling_state is not None:
         engine.accountant.history = accountant_history
         torch.set_rng_state(sampling_state)  # Opacus's Poisson sampler draws from the global generator
+    # ghost mode: a norm pass that computes no weight gradients (ghost.py); the other modes' one pass needs them all
+    norm_pass = ghost.NormPass(trained_part) if s.grad_sample_mode == "ghost" else None
     steps_per_epoch = len(loader)
     steps = start_epoch * steps_per_epoch
     progress.task("DP-SGD training", (s.epochs - start_epoch) * steps_per_epoch)
     t0 = time.perf_counter()
     private.train()
-    with warnings.catch_warnings():  # Opacus's hooks on the first layer, whose input needs no gradient
-        warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
-        for epoch in range(start_epoch, s.epochs):
-            losses = []
-            for xb, yb in loader:
-                if xb.shape[0] == 0:  # Poisson sampling can draw an empty batch; it still counts as a step
-                    opt.zero_grad(set_to_none=True)
-                    opt.step()
-                else:
-                    opt.zero_grad(set_to_none=True)
-                    loss = criterion(private(xb), yb)
-                    loss.backward()
-                    opt.step()
-                    losses.append(float(loss.item()))
-                steps += 1
-                progress.advance()
-            history.append(
-                {"epoch": epoch + 1, "loss": sum(losses) / max(1, len(losses)), "epsilon": engine.get_epsilon(s.delta)}
-            )
-            if directory is not None:
-                inner = private._module
-                meta = {
-                    "settings": meta_settings,
-                    "history": history,
-                    "accountant_history": [list(h) for h in engine.accountant.history],
-                }
-                save_checkpoint(
-                    directory,
-                    module=inner,
-                    optimizer=opt.original_optimizer,
-                    generator=noise,
-                    best={},
-                    checkpoint=Checkpoint(epoch + 1, meta, {"sampling_rng": torch.get_rng_state()}),
+    try:
+        with warnings.catch_warnings():  # Opacus's hooks on the first layer, whose input needs no gradient
+            warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
+            for epoch in range(start_epoch, s.epochs):
+                losses = []
+                for xb, yb in loader:
+                    if xb.shape[0] == 0:  # Poisson sampling can draw an empty batch; it still counts as a step
+                        opt.zero_grad(set_to_none=True)
+                        opt.step()
+                    else:
+                        opt.zero_grad(set_to_none=True)
+                        try:
+                            loss = criterion(private(xb), yb)
+                        except NotImplementedError as exc:  # Opacus's ghost clipping refuses a layer used twice
+                            if "tying" not in str(exc):
+                                raise
+                            raise ConfigError(
+                                "the model uses a layer more than once in its forward pass (tied weights), which ghost "
+                                "clipping cannot handle; train with grad_sample_mode='hooks' (bastion harden --dp-mode hooks)"
+                            ) from None
+                        if norm_pass is None:
+                            loss.backward()
+                        else:
+                            norm_pass.backward(loss)
+                        opt.step()
+                        losses.append(float(loss.item()))
+                    steps += 1
+                    progress.advance()
+                history.append(
+                    {
+                        "epoch": epoch + 1,
+                        "loss": sum(losses) / max(1, len(losses)),
+                        "epsilon": engine.get_epsilon(s.delta),
+                    }
                 )
-    private.eval()
-    if hasattr(private, "remove_hooks"):  # the per-sample-gradient hooks must not outlive training
-        private.remove_hooks()
+                if directory is not None:
+                    inner = private._module
+                    meta = {
+                        "settings": meta_settings,
+                        "history": history,
+                        "accountant_history": [list(h) for h in engine.accountant.history],
+                    }
+                    save_checkpoint(
+                        directory,
+                        module=inner,
+                        optimizer=opt.original_optimizer,
+                        generator=noise,
+                        best={},
+                        checkpoint=Checkpoint(epoch + 1, meta, {"sampling_rng": torch.get_rng_state()}),
+                    )
+    finally:  # neither Opacus's hooks nor the norm pass's may outlive training, interrupted or not
+        if norm_pass is not None:
+            norm_pass.remove()
+        private.eval()
+        if hasattr(private, "remove_hooks"):
+            private.remove_hooks()
     trained = private._module  # the wrapped module, trained in place
     for p in trained.parameters():
         for attr in ("grad_sample", "_forward_counter", "summed_grad"):
