@@ -88,6 +88,7 @@ def test_bad_requests_get_one_line_and_exit_2(
         ("harden", str(digits_model_file), "--data", "breast-cancer"),
         ("harden", str(digits_model_file), "--method", "dp-sgd", "--epsilon", "0"),
         ("harden", str(digits_model_file), "--method", "dp-sgd", "--features", "fancy"),
+        ("harden", str(digits_model_file), "--method", "dp-sgd", "--dp-mode", "ew"),
         ("harden", str(digits_model_file), "--method", "pgd-at", "--features", "scatternet"),
         ("harden", str(digits_model_file), "--method", "dp-sgd", "--features", "scatternet", "--keep-weights"),
         ("harden", str(user_models["skops"]), "--data", "breast-cancer", "--method", "dp-sgd"),

@@ -106,7 +106,7 @@ def harden(
     data: Annotated[
         str | None, typer.Option("--data", "-d", help="built-in dataset, or .npz / CSV / image folder")
     ] = None,
-    method: Annotated[str, typer.Option(help="pgd-at, trades, fast-at or dp-sgd")] = "pgd-at",
+    method: Annotated[str, typer.Option(help="pgd-at, trades, fast-at, n-fgsm or dp-sgd")] = "pgd-at",
     eps: Annotated[float, typer.Option(help="perturbation budget trained against (Linf)")] = 0.1,
     steps: Annotated[int, typer.Option(min=1, help="inner attack steps (pgd-at, trades)")] = 10,
     beta: Annotated[float, typer.Option(help="TRADES robustness weight")] = 6.0,

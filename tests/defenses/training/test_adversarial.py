@@ -109,3 +109,25 @@ def test_bad_settings_and_data_say_what_to_fix(digits: Dataset, digits_model: Tr
         )
     with pytest.raises(ConfigError, match="check_samples"):
         adversarial_train(clf, digits.x_train[:300], digits.y_train[:300], AdversarialTraining())
+
+
+def test_n_fgsm_steps_beyond_the_ball_and_hardens(digits: Dataset, digits_model: TrainedModel) -> None:
+    from bastion.defenses.training.adversarial import _n_fgsm_adversary
+
+    s = AdversarialTraining(method="n-fgsm", eps=0.1)
+    assert s.alpha == pytest.approx(0.1) and s.learning_rate == 0.05
+    x, y = digits.x_test[:200], digits.y_test[:200]
+    xa = _n_fgsm_adversary(digits_model.classifier, x, y, s, torch.Generator().manual_seed(0))
+    delta = (xa - x).abs().flatten(1).amax(1)
+    lo, hi = digits.spec.bounds
+    assert float(xa.min()) >= lo and float(xa.max()) <= hi  # only the input bounds clip
+    assert float(delta.max()) <= 0.3 + 1e-6 and float(delta.max()) > 0.2  # noise up to 2 eps, a step of eps
+    undefended = _robust(digits_model.classifier, digits)
+    res = adversarial_train(
+        _fresh(digits).classifier,
+        digits.x_train,
+        digits.y_train,
+        AdversarialTraining(method="n-fgsm", eps=0.1, epochs=10, check_samples=200),
+    )
+    assert _robust(res.classifier, digits) >= undefended + 0.1
+    assert res.training_record()["settings"]["step_size"] == pytest.approx(0.1)

@@ -1,4 +1,4 @@
-"""Adversarial training: PGD-AT, TRADES and fast FGSM-AT, built on Bastion's own attacks.
+"""Adversarial training: PGD-AT, TRADES, fast FGSM-AT and N-FGSM, built on Bastion's own attacks.
 
 - **PGD-AT** (Madry et al., ICLR 2018): train on the PGD examples of each batch (random start, ``steps`` steps).
 - **TRADES** (Zhang et al., ICML 2019): cross-entropy on the clean batch plus ``beta`` times the KL divergence
@@ -8,6 +8,9 @@
   uniformly random start, with a cyclic learning rate. It can overfit catastrophically (robustness to PGD collapses
   within an epoch while FGSM accuracy rises), so every epoch ends with a PGD check on held-out data; a drop of
   ``overfit_drop`` from the best check stops training and the best epoch's weights are kept.
+- **N-FGSM** (de Jorge et al., NeurIPS 2022, "Make some noise"): single-step like fast-AT, with a random start from
+  the 2 eps ball, a step of eps and no projection back to the eps-ball; same cost, stronger training examples. Same
+  cyclic schedule and overfitting watch as fast-AT.
 
 Every method checks robust accuracy under PGD on the held-out inputs after each epoch and returns the best epoch's
 weights (and says which epoch that was). With ``checkpoint_dir`` each epoch is checkpointed (safetensors + JSON,
@@ -30,22 +33,24 @@ from torch import Tensor
 from bastion._progress import NullProgress, Progress
 from bastion._torch import batch_slices, make_generator
 from bastion._validate import label_problems, raise_if, tensor_problems
-from bastion.attacks._projection import normalize_step, project
+from bastion.attacks._projection import normalize_step, project, random_start
 from bastion.attacks.evasion.pgd import PGD
 from bastion.defenses.training.checkpoint import Checkpoint, check_resumable, load_checkpoint, save_checkpoint
 from bastion.errors import ConfigError, NoGradientError
 from bastion.models.torch import TorchClassifier
 from bastion.types import Norm, ThreatModel
 
-Method = Literal["pgd-at", "trades", "fast-at"]
-METHODS: tuple[str, ...] = ("pgd-at", "trades", "fast-at")
+Method = Literal["pgd-at", "trades", "fast-at", "n-fgsm"]
+METHODS: tuple[str, ...] = ("pgd-at", "trades", "fast-at", "n-fgsm")
+SINGLE_STEP = ("fast-at", "n-fgsm")  # one gradient a batch: cyclic SGD schedule, catastrophic-overfitting watch
 
 
 @dataclass(frozen=True)
 class AdversarialTraining:
     """Settings of one adversarial-training run (all recorded in the hardened model's card).
 
-    ``step_size``: the inner attack's step; default 2.5 * eps / steps (PGD-AT, TRADES), 1.25 * eps (fast-AT).
+    ``step_size``: the inner attack's step; default 2.5 * eps / steps (PGD-AT, TRADES), 1.25 * eps (fast-AT), eps
+    (N-FGSM). ``lr`` and the schedule of N-FGSM are fast-AT's.
     ``lr``: Adam's learning rate (PGD-AT, TRADES), or the peak of fast-AT's cyclic schedule (SGD with momentum
     0.9, rising linearly over the first 2/5 of training and falling to 0, as Wong et al.). fast-AT's default peak
     is 0.05: ``harden`` continues from the model's weights, and a higher peak can wreck a trained model (a user's
@@ -105,11 +110,13 @@ class AdversarialTraining:
     def alpha(self) -> float:
         if self.step_size is not None:
             return float(self.step_size)
+        if self.method == "n-fgsm":
+            return float(self.eps)
         return 1.25 * self.eps if self.method == "fast-at" else 2.5 * self.eps / self.steps
 
     @property
     def learning_rate(self) -> float:
-        return float(self.lr) if self.lr is not None else (0.05 if self.method == "fast-at" else 1e-3)
+        return float(self.lr) if self.lr is not None else (0.05 if self.method in SINGLE_STEP else 1e-3)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -176,6 +183,18 @@ def _trades_adversary(clf: TorchClassifier, x: Tensor, s: AdversarialTraining, g
         with torch.no_grad():
             xa = project(xa + s.alpha * normalize_step(grad, s.norm), x, s.eps, s.norm, bounds)
     return xa.detach()
+
+
+def _n_fgsm_adversary(clf: TorchClassifier, x: Tensor, y: Tensor, s: AdversarialTraining, g: torch.Generator) -> Tensor:
+    """N-FGSM (de Jorge et al., NeurIPS 2022): a uniform random start in the 2 * eps ball, one step of ``s.alpha``
+    (eps by default) along the loss gradient's sign (or its normalised direction for L2), and *no* projection back
+    to the eps-ball: the stronger noise and the unclipped step are what keep single-step training from overfitting
+    catastrophically at 1x FGSM's cost. Only the input bounds clip (eval mode)."""
+    bounds = clf.spec.bounds
+    xn = random_start(x, 2 * s.eps, s.norm, bounds, g).requires_grad_(True)
+    (grad,) = torch.autograd.grad(F.cross_entropy(clf.logits(xn), y), xn)
+    with torch.no_grad():
+        return (xn + s.alpha * normalize_step(grad, s.norm)).clamp(*bounds).detach()
 
 
 def overfit_epoch(history: list[EpochRecord], drop: float) -> int | None:
@@ -246,7 +265,7 @@ def adversarial_train(
     steps_per_epoch = (n + s.batch_size - 1) // s.batch_size
     total_steps = s.epochs * steps_per_epoch
     lr = s.learning_rate
-    if s.method == "fast-at":
+    if s.method in SINGLE_STEP:
         opt: torch.optim.Optimizer = torch.optim.SGD(module.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
     else:
         opt = torch.optim.Adam(module.parameters(), lr=lr)
@@ -280,7 +299,7 @@ def adversarial_train(
             idx = order[sl]
             xb, yb = x_train[idx], y_train[idx]
             t = (epoch * steps_per_epoch + i) / total_steps
-            if s.method == "fast-at":  # cyclic learning rate, per step
+            if s.method in SINGLE_STEP:  # cyclic learning rate, per step
                 for group in opt.param_groups:
                     group["lr"] = lr * (t / 0.4 if t < 0.4 else (1 - t) / 0.6)
             elif s.schedule == "cosine":
@@ -298,8 +317,11 @@ def adversarial_train(
                 )
                 loss = F.cross_entropy(logits, yb) + s.beta * kl
             else:
-                attack = fgsm if s.method == "fast-at" else pgd
-                xa = attack.run(classifier, xb, yb, generator=g).x_adv  # crafted in eval mode
+                if s.method == "n-fgsm":
+                    xa = _n_fgsm_adversary(classifier, xb, yb, s, g)
+                else:
+                    attack = fgsm if s.method == "fast-at" else pgd
+                    xa = attack.run(classifier, xb, yb, generator=g).x_adv  # crafted in eval mode
                 module.train()
                 loss = F.cross_entropy(classifier.train_logits(xa), yb)
             opt.zero_grad(set_to_none=True)

@@ -61,7 +61,8 @@ def _grouped(layer: nn.Conv2d, a: Tensor, g: Tensor, padding: tuple[int, int]) -
 
 
 def _unfolded(layer: nn.Conv2d, a: Tensor, padding: tuple[int, int]) -> Tensor:
-    return F.unfold(a, layer.kernel_size, dilation=layer.dilation, padding=padding, stride=layer.stride)
+    # im2col on a channels_last tensor took 1.7 s against 55 ms for the same data in NCHW (measured, batch 2048)
+    return F.unfold(a.contiguous(), layer.kernel_size, dilation=layer.dilation, padding=padding, stride=layer.stride)
 
 
 def _unfold(layer: nn.Conv2d, a: Tensor, g: Tensor, padding: tuple[int, int]) -> Tensor:
@@ -116,6 +117,7 @@ def _signature(layer: nn.Conv2d, a: Tensor) -> tuple[Any, ...]:
         layer.dilation,
         layer.groups,
         tuple(a.shape[1:]),
+        a.is_contiguous(),  # NCHW or not (channels_last): the kernels' speeds differ
         a.dtype,
         a.device.type,
     )

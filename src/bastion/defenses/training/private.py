@@ -246,7 +246,10 @@ def private_train(
     replaced = check_private(classifier, x, y, s, checkpoint_dir=checkpoint_dir, resume=resume)
     directory = Path(checkpoint_dir) if checkpoint_dir is not None else None
     progress = progress or NullProgress()
-    module = classifier.module.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    # ghost mode trains conv nets in channels_last, as every other Bastion training loop does (Bastion's norms handle
+    # the layout); hooks and functorch keep NCHW, the layout Opacus's per-sample gradient code was written for
+    layout = torch.channels_last if s.grad_sample_mode == "ghost" and classifier._channels_last else None
+    module = classifier.module.to(memory_format=layout or torch.contiguous_format)  # type: ignore[call-overload]
     if replaced:
         module = ModuleValidator.fix(module)
         classifier.module = module
@@ -254,6 +257,8 @@ def private_train(
         _reinitialise(module, s.seed)
     split = fixed_prefix(module)
     inputs = classifier.prepare(x)
+    if layout is not None:
+        inputs = inputs.contiguous(memory_format=layout)
     trained_part = module
     if split is not None:
         features, trained_part = split
