@@ -37,6 +37,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.grad import conv2d_weight
 
 NormFn = Callable[[nn.Conv2d, Tensor, Tensor, tuple[int, int]], Tensor]
 
@@ -48,7 +49,7 @@ _INSTALLED = False
 def _grouped(layer: nn.Conv2d, a: Tensor, g: Tensor, padding: tuple[int, int]) -> Tensor:
     n, c = a.shape[:2]
     o = g.shape[1]
-    w = torch.nn.grad.conv2d_weight(
+    w = conv2d_weight(
         a.reshape(1, n * c, *a.shape[2:]),
         (n * o, c // layer.groups, *layer.kernel_size),
         g.reshape(1, n * o, *g.shape[2:]),
@@ -154,12 +155,12 @@ def choices() -> dict[tuple[Any, ...], str]:
         return dict(_CHOICE)
 
 
-def conv2d_norm_sample(layer: nn.Conv2d, activations: list[Tensor], backprops: Tensor) -> dict[nn.Parameter, Tensor]:
+def conv2d_norm_sample(layer: nn.Conv2d, activations: list[Tensor], backprops: Tensor) -> dict[Tensor, Tensor]:
     """Opacus norm-sampler contract: each trainable parameter of ``layer`` -> its per-example gradient norms (n,)."""
     a = activations[0].to(backprops.dtype)
     g = backprops
     n = a.shape[0]
-    out: dict[nn.Parameter, Tensor] = {}
+    out: dict[Tensor, Tensor] = {}
     if n == 0:
         return {p: a.new_zeros(0) for p in layer.parameters() if p.requires_grad}
     if layer.weight.requires_grad:
