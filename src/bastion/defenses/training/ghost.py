@@ -25,6 +25,14 @@ to float rounding (tested against per-example gradients from ``torch.func``), fo
 **The norm pass.** Opacus's first pass is a full ``backward()``: every layer's weight gradient is computed and then
 thrown away (the first convolution's alone cost 74 ms a batch here, more than its forward). The norms need only the
 gradients flowing *between* layers, which the hooks read; :class:`NormPass` asks autograd for exactly those.
+
+**Book-keeping instead of the second pass** (Bu et al. 2023, "Differentially private optimization on large model
+at small cost"). Opacus's second pass back-propagates the loss reweighted by the clipping factors c_i through the
+whole network again. Every linear and convolution layer's clipped gradient sum, sum_i c_i * grad_i, can instead be
+formed from the input and per-example output gradient the norm pass already held: (c * G)^T A for a linear layer,
+one weight-gradient convolution of the input with c * G for a convolution (or the c-weighted sum of the per-example
+gradients the grouped method computed anyway). When those layers own every trainable parameter the second pass is
+skipped; otherwise (GroupNorm, embeddings, ...) Opacus's second pass runs. Both give the same step (tested).
 """
 
 from __future__ import annotations
@@ -39,14 +47,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.grad import conv2d_weight
 
-NormFn = Callable[[nn.Conv2d, Tensor, Tensor, tuple[int, int]], Tensor]
+NormFn = Callable[[nn.Conv2d, Tensor, Tensor, tuple[int, int]], tuple[Tensor, Tensor | None]]
 
 _LOCK = threading.Lock()
 _CHOICE: dict[tuple[Any, ...], str] = {}
 _INSTALLED = False
 
 
-def _grouped(layer: nn.Conv2d, a: Tensor, g: Tensor, padding: tuple[int, int]) -> Tensor:
+def _grouped_gradients(layer: nn.Conv2d, a: Tensor, g: Tensor, padding: tuple[int, int]) -> Tensor:
+    """Every example's weight gradient, (n, *weight.shape), from one grouped convolution's weight gradient."""
     n, c = a.shape[:2]
     o = g.shape[1]
     w = conv2d_weight(
@@ -58,7 +67,12 @@ def _grouped(layer: nn.Conv2d, a: Tensor, g: Tensor, padding: tuple[int, int]) -
         dilation=layer.dilation,
         groups=n * layer.groups,
     )
-    return w.reshape(n, -1).norm(dim=1)
+    return w.reshape(n, *layer.weight.shape)
+
+
+def _grouped(layer: nn.Conv2d, a: Tensor, g: Tensor, padding: tuple[int, int]) -> tuple[Tensor, Tensor | None]:
+    per_example = _grouped_gradients(layer, a, g, padding)
+    return per_example.reshape(a.shape[0], -1).norm(dim=1), per_example
 
 
 def _unfolded(layer: nn.Conv2d, a: Tensor, padding: tuple[int, int]) -> Tensor:
@@ -66,18 +80,18 @@ def _unfolded(layer: nn.Conv2d, a: Tensor, padding: tuple[int, int]) -> Tensor:
     return F.unfold(a.contiguous(), layer.kernel_size, dilation=layer.dilation, padding=padding, stride=layer.stride)
 
 
-def _unfold(layer: nn.Conv2d, a: Tensor, g: Tensor, padding: tuple[int, int]) -> Tensor:
+def _unfold(layer: nn.Conv2d, a: Tensor, g: Tensor, padding: tuple[int, int]) -> tuple[Tensor, Tensor | None]:
     n = a.shape[0]
     per_example = torch.bmm(g.reshape(n, g.shape[1], -1), _unfolded(layer, a, padding).transpose(1, 2))
-    return per_example.reshape(n, -1).norm(dim=1)
+    return per_example.reshape(n, -1).norm(dim=1), None  # (n, O, K): not the weight's layout when groups > 1
 
 
-def _gram(layer: nn.Conv2d, a: Tensor, g: Tensor, padding: tuple[int, int]) -> Tensor:
+def _gram(layer: nn.Conv2d, a: Tensor, g: Tensor, padding: tuple[int, int]) -> tuple[Tensor, Tensor | None]:
     n = a.shape[0]
     u = _unfolded(layer, a, padding)  # (n, K, L)
     gb = g.reshape(n, g.shape[1], -1)  # (n, O, L)
     squared = (torch.bmm(u.transpose(1, 2), u) * torch.bmm(gb.transpose(1, 2), gb)).sum((1, 2))
-    return squared.clamp(min=0).sqrt()
+    return squared.clamp(min=0).sqrt(), None
 
 
 def padded(layer: nn.Conv2d, a: Tensor) -> tuple[Tensor, tuple[int, int]]:
@@ -165,10 +179,61 @@ def conv2d_norm_sample(layer: nn.Conv2d, activations: list[Tensor], backprops: T
         return {p: a.new_zeros(0) for p in layer.parameters() if p.requires_grad}
     if layer.weight.requires_grad:
         a, padding = padded(layer, a)
-        out[layer.weight] = _METHODS[choose(layer, a, g, padding)](layer, a, g, padding)
+        norms, per_example = _METHODS[choose(layer, a, g, padding)](layer, a, g, padding)
+        _keep(layer, a, g, padding, per_example)
+        out[layer.weight] = norms
+    else:
+        _keep(layer, a, g, (0, 0), None)  # only the bias trains; the activations are not needed
     if layer.bias is not None and layer.bias.requires_grad:
         out[layer.bias] = g.sum((2, 3)).norm(dim=1)
     return out
+
+
+def linear_norm_sample(layer: nn.Linear, activations: list[Tensor], backprops: Tensor) -> dict[Tensor, Tensor]:
+    """Opacus's linear norm sampler, keeping the layer's input and output gradient for the book-keeping pass."""
+    from opacus.grad_sample.linear import compute_linear_norm_sample
+
+    _keep(layer, activations[0].to(backprops.dtype), backprops, None, None)
+    return compute_linear_norm_sample(layer, activations, backprops)
+
+
+_KEPT = threading.local()
+
+
+def _keep(layer: nn.Module, a: Tensor, g: Tensor, padding: tuple[int, int] | None, per_example: Tensor | None) -> None:
+    kept = getattr(_KEPT, "layers", None)
+    if kept is not None:  # a NormPass is collecting (its first pass runs in this thread)
+        kept.append((layer, a, g, padding, per_example))
+
+
+def _clipped_sum(
+    layer: nn.Module, a: Tensor, g: Tensor, padding: tuple[int, int] | None, per_example: Tensor | None, c: Tensor
+) -> None:
+    """Set the layer's parameter gradients to sum_i c_i * grad_i, what the second backward pass would give, from the
+    input ``a`` and per-example output gradient ``g`` the first pass saw."""
+    cg = g * c.reshape(-1, *([1] * (g.dim() - 1)))
+    if isinstance(layer, nn.Linear):
+        if layer.weight.requires_grad:
+            layer.weight.grad = torch.einsum("n...o,n...i->oi", cg, a)
+        if layer.bias is not None and layer.bias.requires_grad:
+            layer.bias.grad = cg.reshape(-1, cg.shape[-1]).sum(0)
+        return
+    assert isinstance(layer, nn.Conv2d) and padding is not None
+    if layer.weight.requires_grad:
+        if per_example is not None:
+            layer.weight.grad = torch.einsum("n,n...->...", c, per_example)
+        else:
+            layer.weight.grad = conv2d_weight(
+                a,
+                layer.weight.shape,
+                cg,
+                stride=layer.stride,
+                padding=padding,
+                dilation=layer.dilation,
+                groups=layer.groups,
+            )
+    if layer.bias is not None and layer.bias.requires_grad:
+        layer.bias.grad = cg.sum((0, 2, 3))
 
 
 class NormPass:
@@ -181,12 +246,16 @@ class NormPass:
     inputs before, its output after, the backward-hook wrapping), and the first pass asks autograd for the gradients
     of exactly these tensors, so no convolution or linear layer computes its weight gradient there (oneDNN computes a
     convolution's weight gradient even when only the bias's is asked for: the first convolution's cost 74 ms a batch
-    here). The second pass, on the loss reweighted by the clipping factors, is Opacus's. The step taken is the same
-    as ``loss.backward()``'s (tested)."""
+    here). The clipped gradient sums then come from what the first pass kept (book-keeping, see the module's
+    docstring) when every trainable parameter belongs to a linear or convolution layer, else from Opacus's second
+    pass on the loss reweighted by the clipping factors. The step taken is the same as ``loss.backward()``'s
+    (tested)."""
 
     def __init__(self, module: nn.Module) -> None:
         self._wanted: list[Tensor] = []
         self._handles = []
+        self._params = [p for p in module.parameters() if p.requires_grad]
+        self.bookkept = 0  # steps whose clipped gradients came from the first pass alone
         for m in module.modules():
             if any(p.requires_grad for p in m.parameters(recurse=False)):
                 self._handles.append(m.register_forward_hook(self._record, with_kwargs=True))
@@ -206,12 +275,23 @@ class NormPass:
         wanted, self._wanted = self._wanted, []
         per_example = loss.loss_per_sample
         reduced = per_example.mean(0) if loss.loss_reduction == "mean" else per_example.sum(0)
-        if wanted:
-            torch.autograd.grad(reduced, wanted, retain_graph=True, allow_unused=True)
-        else:  # nothing recorded (no trainable layer saw a tensor needing gradients): Opacus's own first pass
-            reduced.backward(retain_graph=True)
+        kept: list[tuple[nn.Module, Tensor, Tensor, tuple[int, int] | None, Tensor | None]] = []
+        _KEPT.layers = kept
+        try:
+            if wanted:
+                torch.autograd.grad(reduced, wanted, retain_graph=True, allow_unused=True)
+            else:  # nothing recorded (no trainable layer saw a tensor needing gradients): Opacus's own first pass
+                reduced.backward(retain_graph=True)
+        finally:
+            _KEPT.layers = None
         loss.optimizer.zero_grad()
         coefficients = loss.module.get_clipping_coef().to(per_example.device)
+        covered = [p for layer, *_ in kept for p in layer.parameters(recurse=False) if p.requires_grad]
+        if len(covered) == len(self._params) and {id(p) for p in covered} == {id(p) for p in self._params}:
+            for layer, a, g, padding, per_example_grads in kept:  # book-keeping: no second pass
+                _clipped_sum(layer, a, g, padding, per_example_grads, coefficients)
+            self.bookkept += 1
+            return
         loss.module.disable_hooks()
         try:
             (coefficients * per_example).sum().backward()
@@ -234,4 +314,5 @@ def install() -> None:
         from opacus.grad_sample import register_norm_sampler
 
         register_norm_sampler(nn.Conv2d)(conv2d_norm_sample)
+        register_norm_sampler(nn.Linear)(linear_norm_sample)
         _INSTALLED = True
