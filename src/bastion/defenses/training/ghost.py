@@ -47,6 +47,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.grad import conv2d_weight
 
+from bastion.errors import ConfigError
+
 NormFn = Callable[[nn.Conv2d, Tensor, Tensor, tuple[int, int]], tuple[Tensor, Tensor | None]]
 
 _LOCK = threading.Lock()
@@ -256,9 +258,25 @@ class NormPass:
         self._handles = []
         self._params = [p for p in module.parameters() if p.requires_grad]
         self.bookkept = 0  # steps whose clipped gradients came from the first pass alone
+        self._calls: dict[int, int] = {}
         for m in module.modules():
             if any(p.requires_grad for p in m.parameters(recurse=False)):
+                self._handles.append(m.register_forward_pre_hook(self._count))
                 self._handles.append(m.register_forward_hook(self._record, with_kwargs=True))
+
+    def _count(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        """Ghost clipping sums one norm per layer and step: a layer called twice in one forward pass (tied weights)
+        cannot be clipped so. Refused here, before Opacus's own hook would raise NotImplementedError."""
+        if not (torch.is_grad_enabled() and module.training):
+            return
+        self._calls[id(module)] = self._calls.get(id(module), 0) + 1
+        if self._calls[id(module)] > 1:
+            self._calls.clear()
+            raise ConfigError(
+                f"the model uses a layer ({type(module).__name__}) more than once in its forward pass (tied weights), "
+                "which ghost clipping cannot handle; train with grad_sample_mode='hooks' (bastion harden --dp-mode "
+                "hooks)"
+            )
 
     def _record(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
         if not torch.is_grad_enabled():
@@ -273,6 +291,7 @@ class NormPass:
     def backward(self, loss: Any) -> None:
         """Both passes for ``loss``, the ``DPTensorFastGradientClipping`` of the last forward pass."""
         wanted, self._wanted = self._wanted, []
+        self._calls.clear()
         per_example = loss.loss_per_sample
         reduced = per_example.mean(0) if loss.loss_reduction == "mean" else per_example.sum(0)
         kept: list[tuple[nn.Module, Tensor, Tensor, tuple[int, int] | None, Tensor | None]] = []

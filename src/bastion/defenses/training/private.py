@@ -327,15 +327,7 @@ def private_train(
                         opt.step()
                     else:
                         opt.zero_grad(set_to_none=True)
-                        try:
-                            loss = criterion(private(xb), yb)
-                        except NotImplementedError as exc:  # Opacus's ghost clipping refuses a layer used twice
-                            if "tying" not in str(exc):
-                                raise
-                            raise ConfigError(
-                                "the model uses a layer more than once in its forward pass (tied weights), which ghost "
-                                "clipping cannot handle; train with grad_sample_mode='hooks' (bastion harden --dp-mode hooks)"
-                            ) from None
+                        loss = criterion(private(xb), yb)  # ghost mode: a layer used twice is refused
                         if norm_pass is None:
                             loss.backward()
                         else:
