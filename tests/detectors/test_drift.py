@@ -105,3 +105,29 @@ def test_the_window_is_the_last_inputs_of_the_stream() -> None:
     assert full is not None and torch.equal(full, rows[5:])
     with pytest.raises(InputValidationError, match="3 features"):
         w.add(torch.rand(2, 4))
+
+
+@pytest.mark.parametrize("sizes", [(40, 12), (300, 200), (1000, 500)])
+def test_exact_tail_only_where_it_decides_gives_the_all_exact_decisions(sizes: tuple[int, int]) -> None:
+    """The exact Kolmogorov tail is evaluated for the reported features and down the statistics until it passes
+    fdr; every decision, and every p-value it did evaluate, equals scipy's exact tail applied to all features."""
+    from scipy.stats import kstwo
+
+    n, m = sizes
+    g = torch.Generator().manual_seed(n)
+    ref = torch.randn(n, 300, generator=g)
+    cur = torch.randn(m, 300, generator=g) + torch.cat([torch.zeros(270), torch.linspace(0.1, 0.8, 30)])
+    ref_d = DriftReference(ref)
+    for fdr in (0.01, 0.1):
+        res = ref_d.ks(cur, fdr=fdr, exact_top=0)
+        en = max(1, round(n * m / (n + m)))
+        exact = torch.from_numpy(kstwo.sf(res.statistic.double().numpy(), en)).clamp(0, 1)
+        assert torch.equal(res.drifted, benjamini_hochberg(exact, fdr))
+        assert bool((res.p_value >= exact * (1 - 1e-5)).all())  # the limit tail stands in only from above
+        # (the statistic is float32 here, float64 inside: hence the relative tolerances)
+        top = res.statistic.argsort(descending=True)[:5]
+        reported = ref_d.ks(cur, fdr=fdr, exact_top=5).p_value[top]
+        assert torch.allclose(reported, exact[top], rtol=1e-5, atol=1e-15)
+    assert 0 < int(res.drifted.sum()) < 300
+    with pytest.raises(InputValidationError, match="exact_top"):
+        ref_d.ks(cur, exact_top=-1)
