@@ -187,3 +187,22 @@ def test_extraction_threshold_follows_natural_traffic_of_a_users_table() -> None
 
     assert [a.kind for a in replay(fixed)] == ["extraction"]  # the false positive the calibration removes
     assert replay(built) == []
+
+
+def test_probing_reads_the_features_the_gateway_prepared(digits: Dataset) -> None:
+    """``event.prepared["probing"]`` stands in for the monitor's own features: distinct test images whose prepared
+    features are one repeated vector look like a key repeating one query (flagged), and without it they do not."""
+    mon, plain = ProbingMonitor.calibrate(digits.x_train[:500]), ProbingMonitor.calibrate(digits.x_train[:500])
+    x = digits.x_test[:60].flatten(1)
+    same = mon.prepare(x[:1]).repeat(60, 1)
+    p = torch.full((60, 10), 0.1)
+    assert torch.allclose(mon.prepare(x), mon.features(x))
+    flagged = plain_alerts = 0
+    for i in range(60):
+        flagged += len(
+            mon.observe(
+                QueryEvent("k", "m", 0.0, x[i : i + 1], p[:1], p[:1].argmax(1), (), {"probing": same[i : i + 1]})
+            )
+        )
+        plain_alerts += len(plain.observe(QueryEvent("k", "m", 0.0, x[i : i + 1], p[:1], p[:1].argmax(1))))
+    assert flagged > 0 and plain_alerts == 0

@@ -6,18 +6,24 @@
 The monitors run before postprocessing so that a request which trips an alert is already answered at the new
 level. Every request, refused or answered, writes exactly one audit event, committed before the caller gets the
 answer; if that write fails the request is refused (503) rather than answered unaudited.
+
+The steps are written once, as a generator (``_predict_steps``) that yields its arithmetic (``NumericJob``: the
+networks, which run in onnxruntime without the GIL) and is resumed with the result: :meth:`Gateway.predict` runs it
+in the calling thread, :meth:`Gateway.predict_async` on a worker thread (``bastion.gateway.batching``), so the HTTP
+app's event loop serves other requests meanwhile. A request cancelled while it waits is audited too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import torch
 from sqlalchemy.exc import SQLAlchemyError
@@ -27,6 +33,7 @@ from bastion.defenses.postprocessing import Chain, Release, create_chain
 from bastion.detectors.screen import Screen
 from bastion.gateway.audit import AuditLog, input_hash
 from bastion.gateway.auth import AuthError, KeyManager, Principal, Scope
+from bastion.gateway.batching import NumericJob, NumericResult, NumericWorker
 from bastion.gateway.config import GatewayConfig, LevelPolicy
 from bastion.gateway.errors import GatewayError
 from bastion.gateway.incidents import IncidentManager
@@ -38,6 +45,7 @@ from bastion.monitors.base import Alert, Monitor, QueryEvent
 from bastion.monitors.threat import LevelTransition, ThreatLevel, ThreatSettings, ThreatTracker
 
 T = TypeVar("T")
+CANCELLED_STATUS = 499  # no answer was sent: the request was cancelled while it waited (nginx's "client closed")
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +169,7 @@ class Gateway:
         }
         self._labels_only = create_chain(["label_only"])
         self._monitor_lock = threading.Lock()
+        self.numeric = NumericWorker(self.compute)
         self.started = clock()
         self._last_sweep = self.started
 
@@ -202,6 +211,7 @@ class Gateway:
         return cls(config, store, models, built, screens=screens, secret=secret)
 
     def close(self) -> None:
+        self.numeric.close()
         self.store.close()
 
     def level_for(self, principal: Principal) -> ThreatLevel:
@@ -223,39 +233,58 @@ class Gateway:
     # ---- the audit wrapper every entry point goes through
     def _audited(self, trace: _Trace, decision: str, client: str | None, fn: Callable[[], T]) -> T:
         t0 = time.perf_counter()
-        status, outcome = 200, decision
         try:
-            wait = self.auth_failures.blocked(client)
-            if wait:
-                raise GatewayError(
-                    "rate_limited",
-                    f"too many failed authentications from this address; retry after {wait} s",
-                    headers={"Retry-After": str(wait)},
-                )
+            self._refuse_blocked_address(client)
             result = fn()
-        except AuthError as exc:
+        except Exception as exc:
+            self._raise_audited(trace, exc, t0, client)
+        self._write_audit(trace, decision, 200, t0, client)
+        return result
+
+    async def _audited_async(
+        self, trace: _Trace, decision: str, client: str | None, fn: Callable[[], Awaitable[T]]
+    ) -> T:
+        t0 = time.perf_counter()
+        try:
+            self._refuse_blocked_address(client)
+            result = await fn()
+        except asyncio.CancelledError:  # the server cancelled the request (shutdown): still one audit event
+            self._write_audit(trace, "cancelled", CANCELLED_STATUS, t0, client)
+            raise
+        except Exception as exc:
+            self._raise_audited(trace, exc, t0, client)
+        self._write_audit(trace, decision, 200, t0, client)
+        return result
+
+    def _refuse_blocked_address(self, client: str | None) -> None:
+        wait = self.auth_failures.blocked(client)
+        if wait:
+            raise GatewayError(
+                "rate_limited",
+                f"too many failed authentications from this address; retry after {wait} s",
+                headers={"Retry-After": str(wait)},
+            )
+
+    def _raise_audited(self, trace: _Trace, exc: Exception, t0: float, client: str | None) -> NoReturn:
+        """Write the audit event of a request that failed with ``exc``, then raise what the caller should see."""
+        if isinstance(exc, AuthError):
             if exc.status == 401:  # a wrong, unknown, malformed, missing or revoked key: count it against the address
                 self.auth_failures.failed(client)
-            status, outcome = exc.status, f"refused:{exc.code}"
-            self._write_audit(trace, outcome, status, t0, client)
+            self._write_audit(trace, f"refused:{exc.code}", exc.status, t0, client)
             exc.request_id = trace.request_id
-            raise
-        except GatewayError as exc:
-            status, outcome = exc.status, f"refused:{exc.code}"
-            self._write_audit(trace, outcome, status, t0, client)
+            raise exc
+        if isinstance(exc, GatewayError):
+            self._write_audit(trace, f"refused:{exc.code}", exc.status, t0, client)
             exc.request_id = trace.request_id
-            raise
-        except (sqlite3.Error, SQLAlchemyError) as exc:  # the service's database failed: never the client's fault
+            raise exc
+        if isinstance(exc, (sqlite3.Error, SQLAlchemyError)):  # the service's database failed: never the client's
             self._write_audit(trace, "refused:store_unavailable", 503, t0, client)
             log.error("store failure on %s: %s", trace.request_id, exc)
             err = GatewayError("store_unavailable", "the gateway's database is unavailable; retry shortly")
             err.request_id = trace.request_id
             raise err from None
-        except Exception:
-            self._write_audit(trace, "error", 500, t0, client)
-            raise
-        self._write_audit(trace, outcome, status, t0, client)
-        return result
+        self._write_audit(trace, "error", 500, t0, client)
+        raise exc
 
     def _write_audit(self, trace: _Trace, decision: str, status: int, t0: float, client: str | None) -> None:
         if trace.input_hash is None and trace.body is not None:  # refused before validation: hash the raw body
@@ -278,15 +307,69 @@ class Gateway:
 
     # ---- predict
     def predict(self, req: PredictRequest) -> PredictReply:
+        """Answer ``req`` in the calling thread, its arithmetic included."""
         trace = _Trace(model=req.model)
         t0 = time.perf_counter()
         try:
-            reply = self._audited(trace, "answered", req.client, lambda: self._predict(req, trace))
+            reply = self._audited(trace, "answered", req.client, lambda: self._drive(self._predict_steps(req, trace)))
         finally:
             self.metrics.latency.observe(time.perf_counter() - t0)
         return reply
 
-    def _predict(self, req: PredictRequest, trace: _Trace) -> PredictReply:
+    async def predict_async(self, req: PredictRequest) -> PredictReply:
+        """Answer ``req`` on the calling event loop, its arithmetic on the numeric worker (batched with other
+        requests waiting there): the loop serves other requests meanwhile. Same steps and audit as :meth:`predict`."""
+        trace = _Trace(model=req.model)
+        t0 = time.perf_counter()
+        try:
+            reply = await self._audited_async(
+                trace, "answered", req.client, lambda: self._drive_async(self._predict_steps(req, trace))
+            )
+        finally:
+            self.metrics.latency.observe(time.perf_counter() - t0)
+        return reply
+
+    def _drive(self, steps: Generator[NumericJob, NumericResult, PredictReply]) -> PredictReply:
+        try:
+            job = next(steps)
+            while True:
+                job = steps.send(self.compute([job])[0])
+        except StopIteration as done:
+            return done.value
+
+    async def _drive_async(self, steps: Generator[NumericJob, NumericResult, PredictReply]) -> PredictReply:
+        try:
+            job = next(steps)
+            while True:
+                job = steps.send(await self.numeric.submit(job))
+        except StopIteration as done:
+            return done.value
+
+    def compute(self, jobs: Sequence[NumericJob]) -> list[NumericResult]:
+        """The arithmetic of ``jobs``: per served model, one pass of the model and its screen over all their inputs
+        together, and the features monitors prepare from inputs alone (``prepare``), split back per job."""
+        results: list[NumericResult | None] = [None] * len(jobs)
+        by_model: dict[str, list[int]] = {}
+        for i, job in enumerate(jobs):
+            by_model.setdefault(job.model, []).append(i)
+        for name, idx in by_model.items():
+            model, screen = self.models[name], self.screens[name]
+            xs = [jobs[i].x for i in idx]
+            x = xs[0] if len(xs) == 1 else torch.cat(xs)
+            out, detections = screen.predict(model, x) if len(screen) else (model.predict(x), ())
+            prepared = {}
+            for m in self.monitors.get(name, []):
+                prepare = getattr(m, "prepare", None)
+                if callable(prepare):
+                    prepared[m.name] = prepare(x.flatten(1))
+            whole = NumericResult(out, tuple(detections), prepared)
+            start = 0
+            for i, xi in zip(idx, xs, strict=True):
+                results[i] = whole if len(idx) == 1 else whole.rows(start, start + int(xi.shape[0]))
+                start += int(xi.shape[0])
+        return [r for r in results if r is not None]
+
+    def _predict_steps(self, req: PredictRequest, trace: _Trace) -> Generator[NumericJob, NumericResult, PredictReply]:
         trace.body = req.body
         principal = req.principal if req.principal is not None else self.keys.authenticate(req.token)
         trace.key_id = principal.key_id
@@ -317,15 +400,17 @@ class Gateway:
             raise GatewayError(
                 "over_budget" if decision.too_large else "rate_limited", decision.message, headers=headers
             )
-        screen = self.screens[req.model]
-        out, detections = screen.predict(model, x) if len(screen) else (model.predict(x), ())
+        result = yield NumericJob(req.model, x)
+        out, detections = result.out, result.detections
         labels = out.probs.argmax(1)
         if detections:  # every detector's scores, per input, in the request's audit event
             trace.output["detectors"] = {
                 d.detector: [round(float(v), 5) for v in d.scores.tolist()] for d in detections
             }
         now = self.clock()
-        event = QueryEvent(principal.key_id, req.model, now, x.flatten(1), out.probs, labels, detections)
+        event = QueryEvent(
+            principal.key_id, req.model, now, x.flatten(1), out.probs, labels, detections, result.prepared
+        )
         trace.alerts = self._observe(event, assessment=principal.assessment, client=req.client)
         self._sweep_revoked(now)
         flagged = Screen.flagged(detections)

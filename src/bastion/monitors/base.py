@@ -42,7 +42,8 @@ class QueryEvent:
 
     ``inputs`` are the validated inputs flattened to (N, D) float32 in the model's input space; ``probs`` the model's
     unmodified probabilities (N, K); ``labels`` their argmax (N,); ``detections`` the served model's input
-    detectors' verdicts on the inputs (empty where none are configured).
+    detectors' verdicts on the inputs (empty where none are configured); ``prepared`` what monitors' optional
+    ``prepare`` computed from these inputs, by monitor name (the gateway runs it off its event loop, batched).
     """
 
     key_id: str
@@ -52,6 +53,7 @@ class QueryEvent:
     probs: Tensor
     labels: Tensor
     detections: tuple[Detection, ...] = ()
+    prepared: dict[str, Tensor] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,11 @@ class Monitor(Protocol):
     name: str
 
     def observe(self, event: QueryEvent) -> list[Alert]: ...
+
+    # Optional: ``prepare(inputs: Tensor) -> Tensor``, per-input features computed from the (N, D) inputs alone
+    # (a network's embedding, say). The gateway runs it with the model, off its event loop and batched across
+    # requests, and hands the result to ``observe`` as ``event.prepared[name]``; ``observe`` must compute the same
+    # thing itself when it is absent.
 
     def forget(self, key_id: str) -> None:
         """Drop everything kept about ``key_id``: after its level decays or is reset (so the monitor re-arms and a

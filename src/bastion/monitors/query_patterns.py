@@ -254,6 +254,11 @@ class ProbingMonitor:
         """Inputs (N, ...) in the space distances are taken in."""
         return _features(x, self.embed, self.dim)
 
+    def prepare(self, inputs: Tensor) -> Tensor:
+        """The monitor's features of ``inputs``, for the gateway to compute off its event loop (``observe`` reads
+        them from ``event.prepared``): the similarity encoder's embedding is a network call."""
+        return self.features(inputs)
+
     @staticmethod
     def knn_mean(x: Tensor, ref: Tensor, k: int, *, exclude_self: bool = False) -> Tensor:
         d = pairwise(x, ref)
@@ -431,7 +436,9 @@ class ProbingMonitor:
         )
 
     def observe(self, event: QueryEvent) -> list[Alert]:
-        x = self.features(event.inputs)
+        x = event.prepared.get(self.name)
+        if x is None:
+            x = self.features(event.inputs)
         dim = x.shape[1]
         st = self._keys.get_or_create(
             event.key_id, lambda: _ProbeState(torch.empty(self.history, dim), torch.empty(self.history))
