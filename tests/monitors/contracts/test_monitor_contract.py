@@ -76,3 +76,19 @@ def test_state_is_bounded_in_keys(name: str, digits_model: TrainedModel, digits:
     for i in range(40):
         monitor.observe(_event(digits_model, f"k{i}", digits.x_test[i : i + 1], float(i)))
     assert len(monitor._keys) <= 5  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("name", MONITORS.names())
+def test_prepared_features_give_the_same_alerts(name: str, digits_model: TrainedModel, digits: Dataset) -> None:
+    """A monitor that defines ``prepare`` alerts exactly as it does without it when the gateway hands it the
+    prepared features (the gateway computes them on its numeric worker); one without ``prepare`` ignores them."""
+    own, handed = _build(name, digits_model, digits), _build(name, digits_model, digits)
+    prepare = getattr(handed, "prepare", None)
+    events = _hostile(digits_model, digits, "attacker", 120)
+    want = [(a.kind, a.key_id, a.message) for e in events for a in own.observe(e)]
+    got = []
+    for e in events:
+        prepared = {name: prepare(e.inputs)} if callable(prepare) else {}
+        ev = QueryEvent(e.key_id, e.model, e.time, e.inputs, e.probs, e.labels, e.detections, prepared)
+        got += [(a.kind, a.key_id, a.message) for a in handed.observe(ev)]
+    assert got == want
