@@ -258,3 +258,23 @@ def test_no_hook_outlives_training_even_when_interrupted(
     assert hooks(clf.module) == 0
     res = private_train(clf, x, y, PrivateTraining(epochs=1, delta=1e-3, batch_size=64))
     assert hooks(res.classifier.module) == 0
+
+
+def test_a_forward_pass_without_backward_leaves_no_count_behind(digits: Dataset) -> None:
+    """The tied-layer check counts calls per forward pass: a pass that never reached backward (an error between
+    them) must not make the next, ordinary pass look like a second use of every layer."""
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Flatten(), nn.Linear(128, 10)).train()
+    norm_pass = ghost.NormPass(net)
+    x = digits.x_train[:4]
+    try:
+        net(x)
+        net(x)  # no backward in between: still one use of each layer per pass, so no ConfigError
+    finally:
+        norm_pass.remove()
+    tied = _Tied().train()
+    tied_pass = ghost.NormPass(tied)
+    try:
+        with pytest.raises(ConfigError, match="more than once"):
+            tied(x)  # a real second use within one pass is still refused
+    finally:
+        tied_pass.remove()

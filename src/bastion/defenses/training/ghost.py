@@ -258,7 +258,8 @@ class NormPass:
         self._handles = []
         self._params = [p for p in module.parameters() if p.requires_grad]
         self.bookkept = 0  # steps whose clipped gradients came from the first pass alone
-        self._calls: dict[int, int] = {}
+        self._calls: dict[int, int] = {}  # per layer, its calls in the current forward pass
+        self._handles.append(module.register_forward_pre_hook(lambda *_: self._calls.clear()))
         for m in module.modules():
             if any(p.requires_grad for p in m.parameters(recurse=False)):
                 self._handles.append(m.register_forward_pre_hook(self._count))
@@ -266,7 +267,8 @@ class NormPass:
 
     def _count(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         """Ghost clipping sums one norm per layer and step: a layer called twice in one forward pass (tied weights)
-        cannot be clipped so. Refused here, before Opacus's own hook would raise NotImplementedError."""
+        cannot be clipped so. Refused here with a ConfigError that names the fix; Opacus's own hook fails later and
+        less clearly."""
         if not (torch.is_grad_enabled() and module.training):
             return
         self._calls[id(module)] = self._calls.get(id(module), 0) + 1
@@ -291,7 +293,6 @@ class NormPass:
     def backward(self, loss: Any) -> None:
         """Both passes for ``loss``, the ``DPTensorFastGradientClipping`` of the last forward pass."""
         wanted, self._wanted = self._wanted, []
-        self._calls.clear()
         per_example = loss.loss_per_sample
         reduced = per_example.mean(0) if loss.loss_reduction == "mean" else per_example.sum(0)
         kept: list[tuple[nn.Module, Tensor, Tensor, tuple[int, int] | None, Tensor | None]] = []
