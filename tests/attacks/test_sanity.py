@@ -82,3 +82,14 @@ def test_assessment_of_a_gradient_masking_model_is_flagged(
     assert "gradients are probably masked" in html and 'id="fig-queries"' in html
     square = next(x for x in results["attacks"] if x["id"] == "square-linf")
     assert square["white_box"] is False and len(square["showcase_success_queries"]) > 0
+
+
+def test_a_model_answering_one_class_is_flagged_as_an_error() -> None:
+    from bastion.attacks.sanity import check_degenerate
+
+    labels = torch.arange(100) % 2
+    flags = check_degenerate(torch.ones(100, dtype=torch.long), labels)
+    assert [f.check for f in flags] == ["degenerate"] and flags[0].severity == "error"
+    assert "class 1" in flags[0].message and flags[0].evidence["label_share"] == 0.5
+    assert check_degenerate(labels.clone(), labels) == []  # a model that separates the classes
+    assert check_degenerate(torch.ones(100, dtype=torch.long), torch.ones(100, dtype=torch.long)) == []  # one class

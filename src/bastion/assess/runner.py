@@ -28,6 +28,7 @@ from bastion.attacks.sanity import (
     BudgetFigure,
     SanityFlag,
     check_black_box_beats_white_box,
+    check_degenerate,
     check_gradients,
     check_monotonic,
     check_randomness,
@@ -215,7 +216,11 @@ def _sanity(model: Classifier, data: AssessData, outcomes: tuple[AttackOutcome, 
         for b in o.budgets
         if not o.targeted
     ]
-    sanity = [*check_monotonic(figures), *check_black_box_beats_white_box(figures)]
+    sanity = [
+        *check_monotonic(figures),
+        *check_black_box_beats_white_box(figures),
+        *check_degenerate(data.clean_pred, data.y),
+    ]
     cidx = data.correct.nonzero().squeeze(1)
     if cidx.numel() and outcomes:
         sanity += check_gradients(model, data.x[cidx[: data.batch_size]], data.y[cidx[: data.batch_size]])

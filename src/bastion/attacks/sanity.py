@@ -82,6 +82,31 @@ def check_gradients(model: Classifier, x: Tensor, y: Tensor, *, tiny: float = 1e
     return flags
 
 
+def check_degenerate(predictions: Tensor, labels: Tensor, *, share: float = 0.99) -> list[SanityFlag]:
+    """Flag a model that answers one class for (nearly) every input while the inputs hold several: an attack cannot
+    move it off that class, so every robust accuracy equals its clean accuracy and looks like perfect robustness.
+    (A model trained too briefly, or with too much DP noise, collapses so.)"""
+    n = int(predictions.numel())
+    if n < 10 or int(labels.unique().numel()) < 2:
+        return []
+    counts = torch.bincount(predictions.flatten().long())
+    top = int(counts.argmax())
+    frac = float(counts[top]) / n
+    label_frac = float((labels == top).float().mean())
+    if frac < share or label_frac >= share:
+        return []
+    return [
+        SanityFlag(
+            "degenerate",
+            "error",
+            f"the model answers class {top} for {frac:.0%} of the {n} assessed inputs, of which only {label_frac:.0%} "
+            "are that class: attacks cannot change a constant answer, so its robust accuracy says nothing; train it "
+            "until it separates the classes (more epochs, or a larger privacy budget for DP-SGD) and assess again",
+            {"class": top, "share": frac, "label_share": label_frac, "n": n},
+        )
+    ]
+
+
 def check_randomness(model: Classifier, x: Tensor, *, repeats: int = 3, atol: float = 1e-5) -> list[SanityFlag]:
     """Flag a model whose scores differ between identical queries (randomised defences need EOT attacks)."""
     with torch.no_grad():

@@ -509,9 +509,10 @@ def _build_extraction(st: ExtractionSettings, clean: Tensor, probs: Tensor) -> E
         return mon
     threshold = max(low - st.margin, 0.01)
     log.warning(
-        "extraction monitor: clean inputs reach Shapiro-Wilk W %.3f, below the configured %.2f; threshold set to "
-        "%.3f (synthetic extraction queries must look less normal than that to be flagged)",
+        "extraction monitor: clean inputs reach Shapiro-Wilk W %.3f, less than the margin %.2f above the configured "
+        "%.2f; threshold set to %.3f (synthetic extraction queries must look less normal than that to be flagged)",
         low,
+        st.margin,
         st.threshold,
         threshold,
     )
