@@ -93,3 +93,4 @@ def test_a_model_answering_one_class_is_flagged_as_an_error() -> None:
     assert "class 1" in flags[0].message and flags[0].evidence["label_share"] == 0.5
     assert check_degenerate(labels.clone(), labels) == []  # a model that separates the classes
     assert check_degenerate(torch.ones(100, dtype=torch.long), torch.ones(100, dtype=torch.long)) == []  # one class
+    assert check_degenerate(torch.full((100,), 2), labels) == []  # never right: nothing to attack, said elsewhere

@@ -85,7 +85,8 @@ def check_gradients(model: Classifier, x: Tensor, y: Tensor, *, tiny: float = 1e
 def check_degenerate(predictions: Tensor, labels: Tensor, *, share: float = 0.99) -> list[SanityFlag]:
     """Flag a model that answers one class for (nearly) every input while the inputs hold several: an attack cannot
     move it off that class, so every robust accuracy equals its clean accuracy and looks like perfect robustness.
-    (A model trained too briefly, or with too much DP noise, collapses so.)"""
+    (A model trained too briefly, or with too much DP noise, collapses so.) A constant answer that is never right is
+    left to the attacks' own "nothing to attack" (no correct input, no robust accuracy to mistake)."""
     n = int(predictions.numel())
     if n < 10 or int(labels.unique().numel()) < 2:
         return []
@@ -93,7 +94,7 @@ def check_degenerate(predictions: Tensor, labels: Tensor, *, share: float = 0.99
     top = int(counts.argmax())
     frac = float(counts[top]) / n
     label_frac = float((labels == top).float().mean())
-    if frac < share or label_frac >= share:
+    if frac < share or label_frac >= share or label_frac == 0:
         return []
     return [
         SanityFlag(
