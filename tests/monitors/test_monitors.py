@@ -126,6 +126,28 @@ def test_confidence_monitor_flags_low_confidence_traffic(digits_model: TrainedMo
     assert alerts[0].evidence["p_value"] < 1e-6
 
 
+def test_confidence_gate_never_hides_a_rejection() -> None:
+    """The cheap statistic equals scipy's (ties included), and whenever scipy's exact test rejects, the gate lets it
+    run: the gate saves time, never an alert."""
+    from scipy.stats import ks_2samp
+
+    g = torch.Generator().manual_seed(0)
+    base = torch.rand(2000, generator=g).mul(20).round().div(20)  # rounded: many ties, like real confidences
+    mon = ConfidenceMonitor(base)
+    rejected = 0
+    for i in range(300):
+        shift = (i % 30) / 75
+        recent = (torch.rand(100 + i % 101, generator=g) + shift).clamp(max=1).mul(20).round().div(20).double().numpy()
+        exact = ks_2samp(recent, mon._base)
+        assert mon._statistic(recent) == pytest.approx(float(exact.statistic), abs=1e-12)
+        if exact.pvalue < mon.p_value:
+            rejected += 1
+            assert mon._may_reject(recent)
+    assert rejected > 50  # the property was exercised near and beyond the threshold
+    natural = base[torch.randperm(2000, generator=g)[:200]].double().numpy()
+    assert not mon._may_reject(natural)  # and on natural traffic scipy is skipped
+
+
 def test_batched_and_one_by_one_queries_are_scored_alike(digits: Dataset) -> None:
     """The monitors' single-query fast paths must agree with their batch paths."""
     base = digits.x_test[:10].flatten(1)

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class _PradaState:
     growing: dict[int, Tensor] = field(default_factory=dict)  # per class: the kept queries (M, D)
+    kept_sq: dict[int, Tensor] = field(default_factory=dict)  # per class: their squared norms (M,)
     kept_dists: dict[int, list[float]] = field(default_factory=dict)  # per class: count, sum, sum of squares
     thresholds: dict[int, float] = field(default_factory=dict)
     dists: list[float] = field(default_factory=list)
@@ -63,12 +64,13 @@ class ExtractionMonitor:
     def _feed(self, st: _PradaState, x: Tensor, labels: Tensor) -> None:
         for c in labels.unique().tolist() if x.shape[0] > 1 else [int(labels[0])]:
             xs = x[labels == c] if x.shape[0] > 1 else x
-            kept = st.growing.get(c)
+            kept, kept_sq = st.growing.get(c), st.kept_sq.get(c)
             start = 0
-            if kept is None:
+            if kept is None or kept_sq is None:
                 kept, start = xs[:1], 1
+                kept_sq = (kept * kept).sum(1)
                 st.kept_dists[c], st.thresholds[c] = [0.0, 0.0, 0.0], 0.0  # count, sum, sum of squares
-            to_kept = pairwise(xs, kept).min(1).values.tolist()
+            to_kept = pairwise(xs, kept, kept_sq).min(1).values.tolist()
             within = pairwise(xs, xs).tolist() if xs.shape[0] > 1 else None
             stats = st.kept_dists[c]
             added: list[int] = []
@@ -86,8 +88,10 @@ class ExtractionMonitor:
                     std = math.sqrt(max(stats[2] - n * mean * mean, 0.0) / (n - 1)) if n > 1 else 0.0
                     st.thresholds[c] = max(st.thresholds[c], mean - std)
             if added:
-                kept = torch.cat([kept, xs[added]])[-self.max_kept :]  # bounds the cost per query
-            st.growing[c] = kept
+                new = xs[added]
+                kept = torch.cat([kept, new])[-self.max_kept :]  # bounds the cost per query
+                kept_sq = torch.cat([kept_sq, (new * new).sum(1)])[-self.max_kept :]
+            st.growing[c], st.kept_sq[c] = kept, kept_sq
         if len(st.dists) > self.max_history:
             del st.dists[: len(st.dists) - self.max_history]
 
