@@ -20,7 +20,7 @@ from torch import Tensor
 from bastion._progress import NullProgress, Progress
 from bastion._torch import make_generator
 from bastion._validate import label_problems, raise_if, tensor_problems
-from bastion.assess.families.base import AssessData, AtValue, FamilyResult, MetricRow
+from bastion.assess.families.base import AssessData, AtValue, FamilyResult, MetricRow, TrainingData
 from bastion.assess.families.evasion import AttackOutcome, BudgetResult, EvasionPayload, Example
 from bastion.assess.metrics import Estimate
 from bastion.assess.policy import Policy, Threshold
@@ -138,8 +138,12 @@ def run_assessment(
     policy: Policy,
     *,
     progress: Progress | None = None,
+    training: TrainingData | None = None,
 ) -> Assessment:
-    """Run every entry of ``policy`` on a seeded subset of ``(x_test, y_test)`` and judge its thresholds."""
+    """Run every entry of ``policy`` on a seeded subset of ``(x_test, y_test)`` and judge its thresholds.
+
+    ``training`` is what the model was trained on, when known (membership inference needs it). Every entry's data
+    needs are checked before any entry runs."""
     spec = model.spec
     problems = tensor_problems(x_test, name="x_test", input_shape=spec.input_shape, bounds=spec.bounds)
     problems += label_problems(
@@ -148,6 +152,14 @@ def run_assessment(
         n=int(x_test.shape[0]) if isinstance(x_test, Tensor) else None,
         num_classes=spec.num_classes,
     )
+    if training is not None:
+        problems += tensor_problems(training.x, name="training x", input_shape=spec.input_shape, bounds=spec.bounds)
+        problems += label_problems(
+            training.y,
+            name="training y",
+            n=int(training.x.shape[0]) if isinstance(training.x, Tensor) else None,
+            num_classes=spec.num_classes,
+        )
     raise_if(problems, "assessment data")
     progress = progress or NullProgress()
     start = time.perf_counter()
@@ -157,8 +169,19 @@ def run_assessment(
     rest = torch.ones(int(x_test.shape[0]), dtype=torch.bool)
     rest[idx] = False
     data = AssessData(
-        x, y, idx, clean_pred, policy.batch_size, policy.confidence, reference_x=x_test[rest], reference_y=y_test[rest]
+        x,
+        y,
+        idx,
+        clean_pred,
+        policy.batch_size,
+        policy.confidence,
+        reference_x=x_test[rest],
+        reference_y=y_test[rest],
+        training=training,
     )
+    unfit = [f"{e.id}: {p}" for e in policy.entries() for p in e.family.check_data(e.settings, data)]
+    if unfit:
+        raise ConfigError("the data cannot run this policy", problems=unfit)
     device = getattr(model, "device", "cpu")
 
     results: list[FamilyResult] = []

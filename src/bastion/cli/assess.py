@@ -27,6 +27,7 @@ from bastion.cli._inputs import (
 from bastion.errors import ConfigError
 
 if TYPE_CHECKING:  # the assessment stack loads when a command runs, so `bastion --version` stays instant
+    from bastion.assess.families import TrainingData
     from bastion.assess.policy import Policy
     from bastion.data.base import Dataset
     from bastion.models import Classifier
@@ -41,6 +42,7 @@ def assess_model(
     out: Path,
     *,
     extra_timings: dict[str, float] | None = None,
+    training: TrainingData | None = None,
 ) -> Report:
     """Run the assessment with a progress bar, write the report and print the summary table."""
     from bastion.assess import run_assessment
@@ -53,7 +55,7 @@ def assess_model(
             f"({model_info.get('dataset', {}).get('name', 'see its card')})"
         )
     with progress_bar() as bar:
-        assessment = run_assessment(classifier, dataset.x_test, dataset.y_test, policy, progress=bar)
+        assessment = run_assessment(classifier, dataset.x_test, dataset.y_test, policy, progress=bar, training=training)
     report = build_report(
         assessment,
         model=model_info,
@@ -161,6 +163,13 @@ def assess(
     tolerance: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="allowed drop of a rate against --baseline")
     ] = 0.02,
+    members: Annotated[
+        str | None,
+        typer.Option(
+            help="membership inference: 'train' says the --data's train split is what the model was trained on "
+            "(default: known from a Bastion model's card when it names exactly this training data)"
+        ),
+    ] = None,
 ) -> None:
     """Red-team MODEL (or the endpoint at --url) with the policy's probes; exit 1 when the gate fails, 3 when it is
     inconclusive."""
@@ -221,13 +230,41 @@ def assess(
         with HttpClassifier(
             url, dataset.spec, api_key=api_key, timeout=timeout, max_total_wait=max_throttle_wait
         ) as remote:
-            report = assess_model(remote, {"name": f"endpoint {url}", "endpoint": url}, dataset, pol, out)
+            training = training_data(members, dataset, None)
+            report = assess_model(
+                remote, {"name": f"endpoint {url}", "endpoint": url}, dataset, pol, out, training=training
+            )
     else:
         assert loaded is not None
         for note in loaded.notes:
             console.print(f"model: {loaded.name} ({loaded.format}) — {note}", highlight=False)
-        report = assess_model(loaded.classifier, loaded.info(), dataset, pol, out)
+        training = training_data(members, dataset, loaded.card)
+        report = assess_model(loaded.classifier, loaded.info(), dataset, pol, out, training=training)
     finish(report, url=url, junit=junit, baseline=baseline, tolerance=tolerance)
+
+
+def training_data(members: str | None, dataset: Dataset, card: Any) -> TrainingData | None:
+    """The model's training data for membership inference: the --data's train split when the user says so
+    (``--members train``) or when the model's card names exactly that training data; None when unknown."""
+    from bastion.assess.families import TrainingData
+    from bastion.models.zoo.card import training_digest
+
+    if members is not None and members != "train":
+        raise ConfigError(f"--members takes 'train' (the --data's train split), got {members!r}")
+    n_train = int(dataset.x_train.shape[0])
+    if members == "train":
+        if n_train == 0:
+            raise ConfigError(
+                f"--members train: {dataset.name} has no train split; give an .npz with x_train/y_train beside "
+                "x_test/y_test"
+            )
+        return TrainingData(dataset.x_train, dataset.y_train, card, "stated with --members train")
+    record = getattr(card, "dataset", None) or {}
+    digest = record.get("train_sha256")  # cards from before it recorded only the dataset, not which points trained
+    known = n_train and digest and record.get("n_train") == n_train
+    if known and digest == training_digest(dataset.x_train, dataset.y_train):
+        return TrainingData(dataset.x_train, dataset.y_train, card, f"the model's card: {dataset.name} train split")
+    return None
 
 
 def finish(report: Report, *, url: str | None, junit: Path | None, baseline: Path | None, tolerance: float) -> None:

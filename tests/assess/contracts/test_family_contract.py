@@ -10,7 +10,7 @@ import torch
 from pydantic import ValidationError
 
 from bastion._progress import NullProgress
-from bastion.assess.families import FAMILIES, AssessData, FamilyResult, ReportSection
+from bastion.assess.families import FAMILIES, AssessData, FamilyResult, ReportSection, TrainingData
 from bastion.assess.runner import derived_seed
 from bastion.data import Dataset
 from bastion.models import predict_labels
@@ -26,14 +26,17 @@ SMALL: dict[str, dict[str, Any]] = {  # cheap settings per family; a new family 
         "bit_depth": 2,
         "reconstruction_epochs": 5,
     },
+    "membership": {"reference_models": 4, "candidates": 60},
 }
 
 
 def _data(model: TrainedModel, digits: Dataset, n: int = 40) -> AssessData:
     x, y = digits.x_test[:n], digits.y_test[:n]
     clean = predict_labels(model.classifier, x)
-    # the rest of the test split is the clean reference data, as the runner gives it
-    return AssessData(x, y, torch.arange(n), clean, 64, 0.95, digits.x_test[n:], digits.y_test[n:])
+    # the rest of the test split is the clean reference data, as the runner gives it; the train split is what the
+    # model was trained on, as its card says
+    training = TrainingData(digits.x_train, digits.y_train, model.card, "the model's card")
+    return AssessData(x, y, torch.arange(n), clean, 64, 0.95, digits.x_test[n:], digits.y_test[n:], training)
 
 
 def _run(name: str, model: TrainedModel, digits: Dataset, seed: int = 0) -> FamilyResult:

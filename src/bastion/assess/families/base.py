@@ -34,11 +34,25 @@ class FamilySettings(BaseModel):
 
 
 @dataclass(frozen=True)
+class TrainingData:
+    """What the model was trained on, when the user or its card says so: the members for membership inference.
+
+    ``card`` is the model's Bastion card (its recipe trains reference models), None for a model from elsewhere;
+    ``source`` says where the claim came from (for the report)."""
+
+    x: Tensor
+    y: Tensor
+    card: Any = None
+    source: str = ""
+
+
+@dataclass(frozen=True)
 class AssessData:
     """The assessed inputs, shared by every family: a seeded subset of the test split and the clean predictions.
 
     ``reference_x`` / ``reference_y`` are the rest of the test split: clean data, disjoint from the assessed inputs,
-    for families that must fit something first (the detection family fits its detectors on them)."""
+    for families that must fit something first (the detection family fits its detectors on them). ``training`` is
+    the model's training data when known (membership inference needs it)."""
 
     x: Tensor
     y: Tensor
@@ -48,6 +62,7 @@ class AssessData:
     confidence: float
     reference_x: Tensor | None = None
     reference_y: Tensor | None = None
+    training: TrainingData | None = None
 
     @property
     def correct(self) -> Tensor:
@@ -126,6 +141,11 @@ class Family(Protocol):
 
     def check(self, settings: Any) -> list[str]:
         """Problems with settings that need more than the schema (e.g. building an attack); empty when fine."""
+        ...
+
+    def check_data(self, settings: Any, data: AssessData) -> list[str]:
+        """Problems with the data for these settings (e.g. no training data for membership inference), found by
+        the runner before any entry runs; empty when fine."""
         ...
 
     def run(

@@ -104,6 +104,9 @@ class CorruptionFamily:
     def planned_rows(self, settings: CorruptionSettings) -> list[dict[str, AtValue]]:
         return [{"corruption": c, "severity": float(s)} for c in settings.corruptions for s in settings.severities]
 
+    def check_data(self, settings: CorruptionSettings, data: AssessData) -> list[str]:
+        return []
+
     def check(self, settings: CorruptionSettings) -> list[str]:
         return []
 

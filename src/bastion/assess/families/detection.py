@@ -140,6 +140,9 @@ class DetectionFamily:
             rows.append({"detector": d, "attack": ADAPTIVE, "mode": "adaptive"})
         return rows
 
+    def check_data(self, settings: DetectionSettings, data: AssessData) -> list[str]:
+        return []
+
     def check(self, settings: DetectionSettings) -> list[str]:
         problems = []
         for a in settings.attacks:

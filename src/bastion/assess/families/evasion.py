@@ -148,6 +148,9 @@ class EvasionFamily:
     def planned_rows(self, settings: AttackEntry) -> list[dict[str, AtValue]]:
         return [{"eps": e} for e in settings.eps]
 
+    def check_data(self, settings: AttackEntry, data: AssessData) -> list[str]:
+        return []
+
     def check(self, settings: AttackEntry) -> list[str]:
         try:
             settings.build(settings.eps[0])

@@ -83,9 +83,24 @@ class ModelCard:
 
 
 def dataset_record(dataset: Any) -> dict[str, Any]:
-    """What a card records of the data a model was trained on: name, digest and split sizes."""
+    """What a card records of the data a model was trained on: the dataset's name and digest, the size of the
+    training split it was given and a digest of exactly those training arrays (a subset of a dataset keeps the
+    dataset's digest, so only ``train_sha256`` says which points were members)."""
     p = dataset.provenance
-    return {"name": dataset.name, "sha256": p.sha256, "n_train": p.n_train, "n_test": p.n_test}
+    return {
+        "name": dataset.name,
+        "sha256": p.sha256,
+        "n_train": int(dataset.x_train.shape[0]),
+        "n_test": int(dataset.x_test.shape[0]),
+        "train_sha256": training_digest(dataset.x_train, dataset.y_train),
+    }
+
+
+def training_digest(x: torch.Tensor, y: torch.Tensor) -> str:
+    """sha256 over the shapes, dtypes and bytes of a training split's inputs and labels."""
+    from bastion.data.base import fingerprint
+
+    return fingerprint({"x_train": x.contiguous().numpy(), "y_train": y.contiguous().numpy()})[0]
 
 
 def card_path(weights: Path) -> Path:
