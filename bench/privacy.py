@@ -1,0 +1,261 @@
+"""Privacy-attacks benchmark (issue 11): anchors and Bastion side by side in one run.
+
+    python bench/privacy.py --part membership [--threads 2] [--references 64]
+
+membership: the victim is an overfit Fashion-MNIST MLP (784-256-10, Adam lr 1e-3, batch 128, 60 epochs) trained by
+      Bastion on 2,500 members drawn (seeded) from the first 5,000 training images; the other 2,500 are the
+      non-members. Anchors on exactly this victim and these candidates: IBM ART's MembershipInferenceBlackBox (its
+      attack model fitted on half the candidates, judged on the other half) and MembershipInferenceBlackBoxRuleBased,
+      the loss threshold, and a plain LiRA over 16 reference models trained one by one with an ordinary PyTorch loop
+      (the "30-line LiRA" of the issue). Bastion: every registered attack with 16 reference models (like for like)
+      and with --references (the target allows 64). Target: Bastion's best TPR@1%FPR >= 0.20 and TPR@0.1%FPR >= 0.10
+      with <= 64 reference models in <= 10 minutes. Then the same attack on the same architecture trained with DP-SGD
+      (epsilon 3, delta 1e-5): near chance.
+
+Every row prints its wall time; the header prints the machine and the thread count. Copy the output into
+bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bastion import load_dataset
+from bastion._torch import batch_slices, make_generator
+from bastion.attacks.inference import Recipe, membership_inference
+from bastion.attacks.inference.membership import evaluate_scores, logit_margin
+from bastion.attacks.inference.reference import _init, balanced_keep
+from bastion.models.zoo import load_model, save_model, train_model
+
+CACHE = Path(__file__).resolve().parent / ".cache"
+MLP = {"hidden": [256]}
+
+
+def _victim(data: Any) -> tuple[Any, torch.Tensor, torch.Tensor]:
+    """The overfit MLP and the candidates (first 5,000 training images) with their membership."""
+    pool = 5000
+    perm = torch.randperm(pool, generator=make_generator(0))
+    member = torch.zeros(pool, dtype=torch.bool)
+    member[perm[: pool // 2]] = True
+    path = CACHE / "privacy-mlp-victim.safetensors"
+    if not path.is_file():
+        members = dataclasses.replace(data, x_train=data.x_train[:pool][member], y_train=data.y_train[:pool][member])
+        trained = train_model(members, architecture="tabular-mlp", arch_params=MLP, epochs=60, seed=1000)
+        save_model(trained.module, trained.card, path)
+    return load_model(path), member, perm
+
+
+def _row(name: str, r: Any, seconds: float, note: str = "") -> None:
+    print(
+        f"| {name} | {r.auc:.4f} | {r.balanced_accuracy:.4f} | {r.tpr_at_1pct_fpr:.3f} | {r.tpr_at_01pct_fpr:.3f} | "
+        f"{seconds:.1f} | {note} |",
+        flush=True,
+    )
+
+
+def _art_anchors(victim: Any, x: torch.Tensor, y: torch.Tensor, member: torch.Tensor) -> None:
+    from art.attacks.inference.membership_inference import (
+        MembershipInferenceBlackBox,
+        MembershipInferenceBlackBoxRuleBased,
+    )
+    from art.estimators.classification import PyTorchClassifier
+
+    spec = victim.card.spec
+    art_clf = PyTorchClassifier(
+        model=victim.module.eval(),
+        loss=torch.nn.CrossEntropyLoss(),
+        input_shape=spec.input_shape,
+        nb_classes=spec.num_classes,
+        clip_values=spec.bounds,
+    )
+    xn, yn = x.numpy(), y.numpy()
+    m = member.numpy()
+    half = np.zeros(len(m), dtype=bool)
+    half[np.random.default_rng(0).permutation(len(m))[: len(m) // 2]] = True  # ART's attack model trains here
+    for kind in ("nn", "rf"):
+        t0 = time.perf_counter()
+        bb = MembershipInferenceBlackBox(art_clf, attack_model_type=kind)
+        bb.fit(xn[half & m], yn[half & m], xn[half & ~m], yn[half & ~m])
+        p = bb.infer(xn[~half], yn[~half], probabilities=True)
+        p = np.asarray(p).reshape(len(p), -1)[:, -1]
+        r = evaluate_scores(
+            f"art-blackbox-{kind}", torch.from_numpy(p.astype(np.float64)), member[torch.from_numpy(~half)]
+        )
+        _row(f"ART MembershipInferenceBlackBox ({kind})", r, time.perf_counter() - t0, "judged on the held-out half")
+    t0 = time.perf_counter()
+    rb = MembershipInferenceBlackBoxRuleBased(art_clf)
+    p = np.asarray(rb.infer(xn, yn)).reshape(-1).astype(np.float64)
+    _row(
+        "ART MembershipInferenceBlackBoxRuleBased",
+        evaluate_scores("art-rule", torch.from_numpy(p), member),
+        time.perf_counter() - t0,
+        "member iff correctly classified",
+    )
+
+
+def _plain_lira(
+    recipe: Recipe,
+    spec: Any,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    target_logits: torch.Tensor,
+    member: torch.Tensor,
+    k: int,
+) -> float:
+    """The anchor: LiRA as a short script would write it, each reference model trained alone in a plain loop;
+    returns the seconds its reference models took."""
+    keep = balanced_keep(k, x.shape[0], make_generator(99))
+    t0 = time.perf_counter()
+    stats = []
+    for i in range(k):
+        net = _init(recipe, spec, 500 + i).train()
+        opt = torch.optim.Adam(net.parameters(), lr=recipe.lr)
+        rows = keep[i].nonzero().squeeze(1)
+        gen = make_generator(500 + i)
+        for _ in range(recipe.epochs):
+            order = rows[torch.randperm(rows.shape[0], generator=gen)]
+            for s in batch_slices(rows.shape[0], recipe.batch_size):
+                loss = F.cross_entropy(net(x[order[s]]), y[order[s]])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        with torch.no_grad():
+            stats.append(logit_margin(net.eval()(x), y))
+    seconds = time.perf_counter() - t0
+    s = torch.stack(stats)
+    target = logit_margin(target_logits, y)
+    mu_in = (s * keep).sum(0) / keep.sum(0)
+    mu_out = (s * ~keep).sum(0) / (~keep).sum(0)
+    var_in = ((s - mu_in) ** 2 * keep).sum(0).sum() / (
+        keep.sum() - x.shape[0]
+    )  # fixed variance, as the paper for few models
+    var_out = ((s - mu_out) ** 2 * ~keep).sum(0).sum() / ((~keep).sum() - x.shape[0])
+    online = -((target - mu_in) ** 2) / (2 * var_in) + ((target - mu_out) ** 2) / (2 * var_out)
+    offline = (target - mu_out) / var_out.sqrt()
+    _row(
+        f"anchor: plain LiRA online, {k} models trained one by one",
+        evaluate_scores("a", online, member),
+        seconds,
+        f"{seconds / k:.2f} s a model",
+    )
+    _row(f"anchor: plain LiRA offline, {k} models", evaluate_scores("a", offline, member), seconds, "same models")
+    return seconds
+
+
+def membership(args: argparse.Namespace) -> None:
+    data = load_dataset("fashion-mnist")
+    victim, member, _ = _victim(data)
+    x, y = data.x_train[:5000], data.y_train[:5000]
+    clf = victim.classifier
+    recipe = Recipe.from_card(victim.card)
+    with torch.no_grad():
+        train_acc = float((clf.predict_logits(x[member]).argmax(1) == y[member]).float().mean())
+    print(
+        f"victim: tabular-mlp {MLP['hidden']} on {int(member.sum())} members, recipe {recipe.to_dict()}; train "
+        f"accuracy {train_acc:.1%}, test accuracy {victim.card.clean_accuracy:.1%}\n"
+    )
+    print("| attack | AUC | balanced acc. | TPR@1%FPR | TPR@0.1%FPR | seconds | note |")
+    print("|---|---|---|---|---|---|---|")
+    _art_anchors(victim, x, y, member)
+    with torch.no_grad():
+        target_logits = clf.predict_logits(x).double()
+    plain = _plain_lira(recipe, victim.card.spec, x, y, target_logits, member, 16)
+    ins, outs = (x[member], y[member]), (x[~member], y[~member])
+    best: dict[str, Any] = {}
+    for k in sorted({16, args.references}):
+        t0 = time.perf_counter()
+        rep = membership_inference(clf, ins, outs, recipe=recipe, reference_models=k)  # a fresh cache: trained here
+        wall = time.perf_counter() - t0
+        for r in rep.results:
+            _row(
+                f"Bastion {r.attack}" + (f", {k} reference models" if r.attack != "loss" else ""),
+                r,
+                r.seconds + (rep.reference_seconds if r.attack != "loss" else 0),
+                "",
+            )
+        print(
+            f"| Bastion: {k} reference models trained (vmapped groups of 16) | | | | | {rep.reference_seconds:.1f} | "
+            f"{rep.reference_seconds / k:.2f} s a model; whole run {wall:.1f} s |",
+            flush=True,
+        )
+        if k == 16:
+            print(
+                f"| reference training speed-up over the plain loop, 16 models | | | | | | {plain / rep.reference_seconds:.2f}x |"
+            )
+        best[str(k)] = rep
+    top = best[str(args.references)]
+    b1, b01 = top.best("tpr_at_1pct_fpr"), top.best("tpr_at_01pct_fpr")
+    total = top.reference_seconds + sum(r.seconds for r in top.results)
+    ok = b1.tpr_at_1pct_fpr >= 0.20 and b01.tpr_at_01pct_fpr >= 0.10 and args.references <= 64 and total <= 600
+    print(
+        f"\nbest with {args.references} reference models: TPR@1%FPR {b1.tpr_at_1pct_fpr:.3f} ({b1.attack}), "
+        f"TPR@0.1%FPR {b01.tpr_at_01pct_fpr:.3f} ({b01.attack}), {total:.0f} s -> {'MET' if ok else 'NOT MET'}",
+        flush=True,
+    )
+    _dp(args, data, member, x, y, recipe)
+
+
+def _dp(
+    args: argparse.Namespace, data: Any, member: torch.Tensor, x: torch.Tensor, y: torch.Tensor, recipe: Recipe
+) -> None:
+    """The same attacks on the same architecture and members trained with DP-SGD (epsilon 3): near chance."""
+    from bastion.defenses.training import PrivateTraining, private_train
+    from bastion.models.torch import TorchClassifier
+
+    net = _init(recipe, data.spec, 1000)
+    clf = TorchClassifier(net, data.spec)
+    t0 = time.perf_counter()
+    settings = PrivateTraining(epsilon=3.0, delta=1e-5, epochs=30, batch_size=256, lr=0.5, max_grad_norm=1.0, seed=1000)
+    res = private_train(clf, x[member], y[member], settings)
+    with torch.no_grad():
+        acc = float((clf.predict_logits(data.x_test).argmax(1) == data.y_test).float().mean())
+    print(
+        f"\nDP-SGD victim: same MLP and members, epsilon {res.epsilon:.2f}, delta 1e-5, 30 epochs: test accuracy "
+        f"{acc:.1%}, trained in {time.perf_counter() - t0:.0f} s. Reference models: the non-private recipe above "
+        "(the attacker's recipe; cached from the run above)\n"
+    )
+    print("| attack | AUC | balanced acc. | TPR@1%FPR | TPR@0.1%FPR | seconds | note |")
+    print("|---|---|---|---|---|---|---|")
+    rep = membership_inference(
+        clf, (x[member], y[member]), (x[~member], y[~member]), recipe=recipe, reference_models=args.references
+    )
+    for r in rep.results:
+        _row(f"Bastion {r.attack} on the DP model", r, r.seconds, "")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--part", choices=["membership", "all"], default="all")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--references", type=int, default=64)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    import tempfile
+
+    os.environ["BASTION_CACHE_DIR"] = tempfile.mkdtemp(
+        prefix="bastion-privacy-bench-"
+    )  # every model trained in this run
+    print(f"# Privacy benchmark — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, python "
+        f"{sys.version.split()[0]}, torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.2f}\n",
+        flush=True,
+    )
+    if args.part in ("membership", "all"):
+        membership(args)
+
+
+if __name__ == "__main__":
+    main()
