@@ -117,9 +117,10 @@ class Served:
         )
         _wait(self.url, self.proc)
 
-    def key(self, name: str, scope: str = "predict:scores") -> str:
+    def key(self, name: str, scope: str = "predict:scores", *more: str) -> str:
+        scopes = [a for s in (scope, *more) for a in ("--scope", s)]
         out = subprocess.run(
-            [sys.executable, "-m", "bastion", "keys", "create", name, "--scope", scope, "-c", str(self.config)],
+            [sys.executable, "-m", "bastion", "keys", "create", name, *scopes, "-c", str(self.config)],
             capture_output=True,
             text=True,
             check=True,

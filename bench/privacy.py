@@ -1,6 +1,6 @@
 """Privacy-attacks benchmark (issue 11): anchors and Bastion side by side in one run.
 
-    python bench/privacy.py --part membership [--threads 2] [--references 64]
+    python bench/privacy.py --part membership|extraction|all [--threads 2] [--references 64]
 
 membership: the victim is an overfit Fashion-MNIST MLP (784-256-10, Adam lr 1e-3, batch 128, 60 epochs) trained by
       Bastion on 2,500 members drawn (seeded) from the first 5,000 training images; the other 2,500 are the
@@ -11,6 +11,16 @@ membership: the victim is an overfit Fashion-MNIST MLP (784-256-10, Adam lr 1e-3
       and with --references (the target allows 64). Target: Bastion's best TPR@1%FPR >= 0.20 and TPR@0.1%FPR >= 0.10
       with <= 64 reference models in <= 10 minutes. Then the same attack on the same architecture trained with DP-SGD
       (epsilon 3, delta 1e-5): near chance.
+
+extraction: the victim is the Fashion-MNIST reference CNN (fmnist-cnn, 3 epochs, as bench/gateway.py serves it); the
+      attacker holds 20,000 unlabelled Fashion-MNIST training images (10,000-30,000) and spends 5,000 queries.
+      Anchor: IBM ART's KnockoffNets (random sampling) against the victim returning probabilities and returning
+      logits. Bastion: knockoff-random from probabilities, logits and labels; knockoff-adaptive; Jacobian
+      augmentation. Fidelity = agreement with the victim on 2,000 test images. Target: fidelity >= 0.95 with
+      probabilities and with logits, >= 0.90 with labels only. Then the fidelity-vs-queries curve through a real
+      `bastion serve` for each release level (full scores, rounded, top-1, noise, reverse sigmoid, labels only),
+      queried with a red-team (assessment) key so the monitors record but do not change what it receives, with the
+      naive attacker and the one who knows the policy (averages noisy answers, models the reverse sigmoid).
 
 Every row prints its wall time; the header prints the machine and the thread count. Copy the output into
 bench/RESULTS.md.
@@ -235,9 +245,198 @@ def _dp(
         _row(f"Bastion {r.attack} on the DP model", r, r.seconds, "")
 
 
+def _fidelity_row(
+    name: str, sub_labels: torch.Tensor, ref: torch.Tensor, y: torch.Tensor, seconds: float, note: str = ""
+) -> float:
+    fid = float((sub_labels == ref).float().mean())
+    acc = float((sub_labels == y).float().mean())
+    print(f"| {name} | {fid:.4f} | {acc:.4f} | {seconds:.1f} | {note} |", flush=True)
+    return fid
+
+
+def extraction(args: argparse.Namespace) -> None:
+    from bastion.attacks.extraction import Knowledge, extract
+    from bastion.models.base import predict_labels
+
+    data = load_dataset("fashion-mnist")
+    path = CACHE / "fmnist-cnn-e3.safetensors"
+    if not path.is_file():
+        save_model(*(lambda t: (t.module, t.card))(train_model(data, epochs=3, seed=0)), path)
+    victim = load_model(path)
+    clf = victim.classifier
+    pool = data.x_train[10_000:30_000]
+    ev, ey = data.x_test[:2000], data.y_test[:2000]
+    ref = predict_labels(clf, ev)
+    budget = 5000
+    print(
+        f"\n## Extraction of the Fashion-MNIST CNN (test accuracy {victim.card.clean_accuracy:.1%}), {budget} queries "
+        f"from a pool of {pool.shape[0]} unlabelled training images; fidelity on {ev.shape[0]} test images\n"
+    )
+    print("| attack | fidelity | substitute accuracy | seconds | note |")
+    print("|---|---|---|---|---|")
+    _art_knockoff(victim, pool, budget, ev, ref, ey)
+    met = {}
+    for strategy, kind in (
+        ("knockoff-random", "scores"),
+        ("knockoff-random", "logits"),
+        ("knockoff-random", "labels"),
+        ("knockoff-adaptive", "logits"),
+        ("jacobian", "logits"),
+    ):
+        t0 = time.perf_counter()
+        seen = _Probabilities(clf) if kind == "scores" else clf
+        r = extract(
+            seen,
+            pool,
+            budget=budget,
+            strategy=strategy,
+            knowledge=Knowledge(kind=kind),
+            eval_x=ev,
+            eval_y=ey,
+            reference=clf,
+        )
+        curve = ", ".join(f"{p.queries}: {p.fidelity:.3f}" for p in r.curve)
+        fid = _fidelity_row(
+            f"Bastion {strategy}, victim returns {kind}",
+            predict_labels(r.substitute, ev),
+            ref,
+            ey,
+            time.perf_counter() - t0,
+            f"curve {curve}",
+        )
+        if strategy == "knockoff-random":
+            met[kind] = fid
+    ok = met["scores"] >= 0.95 and met["logits"] >= 0.95 and met["labels"] >= 0.90
+    print(
+        f"\nfidelity with probabilities {met['scores']:.4f}, logits {met['logits']:.4f} (target 0.95), labels only "
+        f"{met['labels']:.4f} (target 0.90) -> {'MET' if ok else 'NOT MET'}",
+        flush=True,
+    )
+    _through_gateway(path, pool, ev, ey, ref, clf)
+
+
+class _Probabilities:
+    """The victim as an API that returns probabilities (softmax of its logits)."""
+
+    def __init__(self, clf: Any) -> None:
+        self.clf, self.spec, self.queries = clf, clf.spec, 0
+        self.last_output_kind = "scores"
+
+    def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
+        self.queries += x.shape[0]
+        return torch.softmax(self.clf.predict_logits(x), 1).log()
+
+
+def _art_knockoff(
+    victim: Any, pool: torch.Tensor, budget: int, ev: torch.Tensor, ref: torch.Tensor, ey: torch.Tensor
+) -> None:
+    from art.attacks.extraction import KnockoffNets
+    from art.estimators.classification import PyTorchClassifier
+
+    from bastion.models.zoo.nets import build
+
+    spec = victim.card.spec
+    for kind in ("probabilities", "logits"):
+        module = victim.module.eval()
+        if kind == "probabilities":
+            module = torch.nn.Sequential(module, torch.nn.Softmax(dim=1))
+        art_victim = PyTorchClassifier(
+            module,
+            loss=torch.nn.CrossEntropyLoss(),
+            input_shape=spec.input_shape,
+            nb_classes=10,
+            clip_values=(0.0, 1.0),
+        )
+        torch.manual_seed(0)
+        thief_net = build("fmnist-cnn", spec.input_shape, 10)
+        thief = PyTorchClassifier(
+            thief_net,
+            loss=torch.nn.CrossEntropyLoss(),
+            optimizer=torch.optim.Adam(thief_net.parameters(), lr=1e-3),
+            input_shape=spec.input_shape,
+            nb_classes=10,
+            clip_values=(0.0, 1.0),
+        )
+        t0 = time.perf_counter()
+        attack = KnockoffNets(
+            art_victim,
+            batch_size_fit=64,
+            batch_size_query=256,
+            nb_epochs=30,
+            nb_stolen=budget,
+            sampling_strategy="random",
+            use_probability=True,
+        )
+        stolen = attack.extract(pool.numpy(), thieved_classifier=thief)
+        labels = torch.from_numpy(np.asarray(stolen.predict(ev.numpy())).argmax(1))
+        _fidelity_row(
+            f"ART KnockoffNets (random, use_probability), victim returns {kind}",
+            labels,
+            ref,
+            ey,
+            time.perf_counter() - t0,
+            "30 epochs, same substitute architecture",
+        )
+
+
+def _through_gateway(
+    path: Path, pool: torch.Tensor, ev: torch.Tensor, ey: torch.Tensor, ref: torch.Tensor, clf: Any
+) -> None:
+    """The fidelity curve through a real `bastion serve` for each release level, with a red-team key."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bastion import HttpClassifier
+    from bastion.attacks.extraction import Knowledge, extract
+    from bastion.defenses.postprocessing import create_chain
+    from gateway import Served
+
+    cases: list[tuple[str, list[Any], str, int, bool]] = [
+        ("full scores", [], "naive", 1, False),
+        ("rounded to 2 decimals", [{"name": "round", "decimals": 2}], "naive", 1, False),
+        ("top-1 with its score", [{"name": "top_k", "k": 1}], "naive", 1, False),
+        ("noise sigma 0.1", [{"name": "noise", "sigma": 0.1}], "naive", 1, False),
+        ("noise sigma 0.1", [{"name": "noise", "sigma": 0.1}], "averages 4 answers", 4, False),
+        ("reverse sigmoid beta 0.7 gamma 0.4", [{"name": "reverse_sigmoid"}], "naive", 1, False),
+        ("reverse sigmoid beta 0.7 gamma 0.4", [{"name": "reverse_sigmoid"}], "models it in the loss", 1, True),
+        ("labels only", ["label_only"], "naive", 1, False),
+    ]
+    print(
+        "\n## Extraction through `bastion serve`, one release level at a time (the level's postprocessors for a "
+        "red-team key: alerts recorded, nothing degraded), 5,000 queries in requests of 100\n"
+    )
+    print("| release | attacker | fidelity at 625 / 1250 / 2500 / 5000 queries | substitute accuracy | seconds |")
+    print("|---|---|---|---|---|")
+    port = 19400
+    for label, post, who, repeats, aware in cases:
+        port += 1
+        served = Served(
+            CACHE / "gw-extraction",
+            path,
+            port,
+            levels={
+                "normal": {"postprocess": post},
+                "elevated": {"postprocess": post},
+                "under_attack": {"postprocess": post},
+            },
+        )
+        try:
+            key = served.key("thief", "predict:scores", "assessment")
+            t0 = time.perf_counter()
+            with HttpClassifier(
+                f"{served.url}/v1/models/fmnist/predict", clf.spec, api_key=key, timeout=60, max_batch=100
+            ) as remote:
+                knowledge = Knowledge(repeats=repeats, perturbation=create_chain(post) if aware else None)
+                r = extract(remote, pool, budget=5000, knowledge=knowledge, eval_x=ev, eval_y=ey, reference=clf)
+            curve = " / ".join(f"{p.fidelity:.3f}" for p in r.curve)
+            print(
+                f"| {label} | {who} | {curve} | {r.final.accuracy:.4f} | {time.perf_counter() - t0:.0f} |", flush=True
+            )
+        finally:
+            served.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", choices=["membership", "all"], default="all")
+    ap.add_argument("--part", choices=["membership", "extraction", "all"], default="all")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--references", type=int, default=64)
     args = ap.parse_args()
@@ -255,6 +454,8 @@ def main() -> None:
     )
     if args.part in ("membership", "all"):
         membership(args)
+    if args.part in ("extraction", "all"):
+        extraction(args)
 
 
 if __name__ == "__main__":

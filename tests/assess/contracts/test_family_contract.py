@@ -27,6 +27,7 @@ SMALL: dict[str, dict[str, Any]] = {  # cheap settings per family; a new family 
         "reconstruction_epochs": 5,
     },
     "membership": {"reference_models": 4, "candidates": 60},
+    "extraction": {"budget": 200, "epochs": 3},
 }
 
 

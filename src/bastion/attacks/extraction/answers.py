@@ -96,8 +96,9 @@ def query(victim: object, x: Tensor, knowledge: Knowledge, *, batch_size: int = 
 
 
 def _unrounded(probs: Tensor) -> bool:
-    """False when the scores look rounded to a few decimals (many exact zeros or few distinct values): their logs
-    would be noise."""
-    if bool((probs <= 1e-9).float().mean() > 0.05):  # an HTTP client's log(0) stands in as 1e-12
-        return False
-    return int(probs.flatten().unique().numel()) > probs.numel() // 2
+    """False when the scores take few distinct values (a rounding release, renormalised by the client): the logs of
+    rounded scores are noise. Values at the client's floor for a missing or zero score are left out, so a confident
+    model's tiny probabilities are not mistaken for rounding."""
+    v = probs[probs > 1e-9].double()
+    distinct = int((v * 1e6).round().unique().numel())  # float noise of the renormalisation stays below 1e-6
+    return distinct > max(20, v.numel() // 4)

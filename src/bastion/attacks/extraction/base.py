@@ -148,7 +148,14 @@ def extract(
             "give more unlabelled data or lower the budget"
         )
     progress = progress or NullProgress()
-    ref_labels = predict_labels(reference if reference is not None else victim, eval_x)
+    if isinstance(reference, Tensor):
+        raise_if(
+            label_problems(reference, name="reference", n=int(eval_x.shape[0]), num_classes=spec.num_classes),
+            "extraction data",
+        )
+        ref_labels = reference
+    else:
+        ref_labels = predict_labels(reference if reference is not None else victim, eval_x)
     gen = make_generator(seed)
     start_queries = int(getattr(victim, "queries", 0))
     state = StrategyState(pool, torch.zeros(pool.shape[0], dtype=torch.bool), pool[:0], None, None, spec.bounds)

@@ -6,8 +6,10 @@ mean squared error between centred log-probabilities of victim and substitute (l
 probabilities a soft cross-entropy barely weighs). A known perturbation of the released probabilities is applied to
 the substitute's probabilities before the loss, so the substitute fits the model behind it.
 
-Images get a random shift of up to ``shift`` pixels per batch (the victim's answer for the unshifted input as the
-target): the victim's function barely changes under such a shift, and the substitute generalises from few queries.
+``shift`` (off by default) moves each batch of images by a random offset of up to that many pixels, keeping the
+victim's answer for the unshifted input as the target. It looks free, since the victim barely changes under a
+1-pixel shift, but it costs fidelity: on the Fashion-MNIST CNN with 5,000 queries, 0.957 with a 1-pixel shift and
+0.982 without, from logits (the soft targets are exact only for the unshifted inputs).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ class SubstituteRecipe:
     epochs: int = 30
     batch_size: int = 64
     lr: float = 1e-3
-    shift: int = 1
+    shift: int = 0
     logit_weight: float = 0.1
     min_steps: int = 300
 
