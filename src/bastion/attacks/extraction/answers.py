@@ -100,5 +100,7 @@ def _unrounded(probs: Tensor) -> bool:
     rounded scores are noise. Values at the client's floor for a missing or zero score are left out, so a confident
     model's tiny probabilities are not mistaken for rounding."""
     v = probs[probs > 1e-9].double()
-    distinct = int((v * 1e6).round().unique().numel())  # float noise of the renormalisation stays below 1e-6
+    # compared in log space, so a confident model's many tiny probabilities stay distinct; the renormalisation's
+    # float noise is far below the 1e-4 resolution
+    distinct = int((v.log() * 1e4).round().unique().numel())
     return distinct > max(20, v.numel() // 4)
