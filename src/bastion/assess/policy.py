@@ -151,8 +151,14 @@ class Policy(_Strict):
         return out
 
     def white_box_attacks(self) -> list[str]:
-        """Ids of the policy's attacks that need gradients (they cannot run against an endpoint)."""
-        return [e.key for e in self.attacks if getattr(e.build(e.eps[0]), "white_box", True)]
+        """Ids of the policy's entries that need gradients (they cannot run against an endpoint): white-box
+        attacks, and probes whose family says so (``needs_gradients``, e.g. white-box inversion)."""
+        found = [e.key for e in self.attacks if getattr(e.build(e.eps[0]), "white_box", True)]
+        for e in self.entries():
+            needs = getattr(e.family, "needs_gradients", None)
+            if e.family.name != "evasion" and callable(needs) and needs(e.settings):
+                found.append(e.id)
+        return found
 
     def check_attacks(self) -> None:
         """Build every entry once (e.g. instantiate its attacks), so a bad setting fails before any work starts."""

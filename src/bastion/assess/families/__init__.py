@@ -6,6 +6,7 @@ from bastion.assess.families import corruption as _corruption  # noqa: F401  (re
 from bastion.assess.families import detection as _detection  # noqa: F401
 from bastion.assess.families import evasion as _evasion  # noqa: F401
 from bastion.assess.families import extraction as _extraction  # noqa: F401
+from bastion.assess.families import inversion as _inversion  # noqa: F401
 from bastion.assess.families import membership as _membership  # noqa: F401
 from bastion.assess.families.base import (
     FAMILIES,

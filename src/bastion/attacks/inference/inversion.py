@@ -50,7 +50,7 @@ class InversionSettings:
     restarts: int = 4
     tv: float = 0.3
     l2: float = 0.01
-    jitter: int = 2
+    jitter: int | None = None  # pixels; None: one per 14 pixels of image side (2 on 28x28, 1 on 8x8)
     scale: int = 2
     queries_per_step: int = 20
     sigma: float = 0.05
@@ -63,7 +63,9 @@ class InversionSettings:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 problems.append(f"{name} must be an int >= 1, got {v!r}")
-        if isinstance(self.jitter, bool) or not isinstance(self.jitter, int) or self.jitter < 0:
+        if self.jitter is not None and (
+            isinstance(self.jitter, bool) or not isinstance(self.jitter, int) or self.jitter < 0
+        ):
             problems.append(f"jitter must be an int >= 0, got {self.jitter!r}")
         for name in ("lr", "sigma"):
             v = getattr(self, name)
@@ -121,8 +123,12 @@ def _tv(x: Tensor) -> Tensor:
     return dh + dw
 
 
-def _jittered(x: Tensor, jitter: int, generator: torch.Generator) -> Tensor:
-    if jitter == 0 or x.dim() != 4:
+def _jittered(x: Tensor, jitter: int | None, generator: torch.Generator) -> Tensor:
+    if x.dim() != 4:
+        return x
+    if jitter is None:
+        jitter = max(1, round(min(x.shape[-2:]) / 14))
+    if jitter == 0:
         return x
     dy, dx = (int(v) for v in torch.randint(-jitter, jitter + 1, (2,), generator=generator))
     return torch.roll(x, shifts=(dy, dx), dims=(-2, -1))
