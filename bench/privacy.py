@@ -172,6 +172,22 @@ def _plain_lira(
 
 
 def membership(args: argparse.Namespace) -> None:
+    import tempfile
+
+    # reference models are trained in this run, never reused from an earlier one (the gateway part keeps the usual
+    # cache: its monitors' encoder is trained once per model)
+    saved = os.environ.get("BASTION_CACHE_DIR")
+    os.environ["BASTION_CACHE_DIR"] = tempfile.mkdtemp(prefix="bastion-privacy-bench-")
+    try:
+        _membership(args)
+    finally:
+        if saved is None:
+            os.environ.pop("BASTION_CACHE_DIR", None)
+        else:
+            os.environ["BASTION_CACHE_DIR"] = saved
+
+
+def _membership(args: argparse.Namespace) -> None:
     data = load_dataset("fashion-mnist")
     victim, member, _ = _victim(data)
     x, y = data.x_train[:5000], data.y_train[:5000]
@@ -524,16 +540,13 @@ def _art_miface(clf: Any, victim: Any, row: Any) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", choices=["membership", "extraction", "inversion", "all"], default="all")
+    ap.add_argument(
+        "--part", choices=["membership", "extraction", "extraction-gateway", "inversion", "all"], default="all"
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--references", type=int, default=64)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    import tempfile
-
-    os.environ["BASTION_CACHE_DIR"] = tempfile.mkdtemp(
-        prefix="bastion-privacy-bench-"
-    )  # every model trained in this run
     print(f"# Privacy benchmark — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, python "
@@ -544,6 +557,16 @@ def main() -> None:
         membership(args)
     if args.part in ("extraction", "all"):
         extraction(args)
+    if args.part == "extraction-gateway":  # only the gateway's release levels
+        from bastion.models.base import predict_labels
+
+        data = load_dataset("fashion-mnist")
+        clf = load_model(CACHE / "fmnist-cnn-e3.safetensors").classifier
+        ev = data.x_test[:2000]
+        pool = data.x_train[10_000:30_000]
+        _through_gateway(
+            CACHE / "fmnist-cnn-e3.safetensors", pool, ev, data.y_test[:2000], predict_labels(clf, ev), clf
+        )
     if args.part in ("inversion", "all"):
         inversion(args)
 
