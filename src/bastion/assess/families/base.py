@@ -170,6 +170,23 @@ class Family(Protocol):
 FAMILIES: Registry[Family] = Registry("assessment family")
 
 
+def not_run(family: str, entry: str, planned: list[dict[str, AtValue]], why: str, started: float) -> FamilyResult:
+    """Every planned row incomplete with the same reason: thresholds on them are inconclusive, never passed."""
+    import time
+
+    rows = tuple(MetricRow(entry, at, {}, complete=False, note=f"not run: {why}") for at in planned)
+    return FamilyResult(family, entry, rows, seconds=time.perf_counter() - started)
+
+
+def figure_png(fig: Any, dpi: int = 110) -> bytes:
+    """A matplotlib figure as PNG bytes, for a ReportSection."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return buf.getvalue()
+
+
 def parse_settings(family: Family, params: Mapping[str, Any], where: str) -> Any:
     try:
         return family.settings.model_validate(dict(params))

@@ -28,6 +28,7 @@ from bastion.assess.families.base import (
     GeneratorFor,
     MetricRow,
     ReportSection,
+    figure_png,
 )
 from bastion.assess.metrics import Estimate, MetricInfo
 from bastion.models.base import Classifier, predict_labels
@@ -184,7 +185,6 @@ class CorruptionFamily:
 
 
 def _curves(series: dict[str, list[tuple[float, float]]]) -> bytes:
-    import io
 
     from matplotlib.figure import Figure
 
@@ -198,9 +198,7 @@ def _curves(series: dict[str, list[tuple[float, float]]]) -> bytes:
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return buf.getvalue()
+    return figure_png(fig, dpi=110)
 
 
 FAMILIES.add("corruption", CorruptionFamily())

@@ -10,7 +10,6 @@ naive figure without the adaptive one beside it (Tramèr et al. 2020).
 
 from __future__ import annotations
 
-import io
 import math
 import time
 from typing import Any, ClassVar, Literal
@@ -28,6 +27,7 @@ from bastion.assess.families.base import (
     GeneratorFor,
     MetricRow,
     ReportSection,
+    figure_png,
 )
 from bastion.assess.metrics import Estimate, MetricInfo
 from bastion.attacks import create_attack
@@ -319,9 +319,7 @@ def _bars(bars: list[tuple[str, float, float]]) -> bytes:
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return buf.getvalue()
+    return figure_png(fig, dpi=110)
 
 
 FAMILIES.add("detection", DetectionFamily())

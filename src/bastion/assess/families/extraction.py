@@ -8,7 +8,6 @@ the figures. One row per checkpoint (``{queries: N}``); the report plots fidelit
 
 from __future__ import annotations
 
-import io
 import time
 from typing import ClassVar, Literal
 
@@ -24,6 +23,8 @@ from bastion.assess.families.base import (
     GeneratorFor,
     MetricRow,
     ReportSection,
+    figure_png,
+    not_run,
 )
 from bastion.assess.metrics import Estimate, MetricInfo
 from bastion.attacks.extraction import (
@@ -115,8 +116,7 @@ class ExtractionFamily:
         planned = self.planned_rows(settings)
         problems = self.check_data(settings, data)
         if problems:
-            rows = tuple(MetricRow(entry, at, {}, complete=False, note=f"not run: {problems[0]}") for at in planned)
-            return FamilyResult(self.name, entry, rows, seconds=time.perf_counter() - t0)
+            return not_run(self.name, entry, planned, problems[0], t0)
         assert data.reference_x is not None
         g = generator_for({"queries": "*"})
         seed = int(g.initial_seed() % (2**31 - 1))
@@ -136,8 +136,7 @@ class ExtractionFamily:
                 progress=progress,
             )
         except BastionError as e:
-            rows = tuple(MetricRow(entry, at, {}, complete=False, note=f"not run: {e}") for at in planned)
-            return FamilyResult(self.name, entry, rows, seconds=time.perf_counter() - t0)
+            return not_run(self.name, entry, planned, str(e), t0)
         n = data.n
         rows = tuple(
             MetricRow(
@@ -198,9 +197,7 @@ def _curve_plot(curves: list[tuple[str, ExtractionResult]]) -> bytes:
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return buf.getvalue()
+    return figure_png(fig, dpi=110)
 
 
 FAMILIES.add("extraction", ExtractionFamily())

@@ -9,7 +9,6 @@ of the class how close to real data. The report shows the grid of reconstruction
 
 from __future__ import annotations
 
-import io
 import time
 from typing import Any, ClassVar, Literal
 
@@ -26,6 +25,8 @@ from bastion.assess.families.base import (
     GeneratorFor,
     MetricRow,
     ReportSection,
+    figure_png,
+    not_run,
 )
 from bastion.assess.metrics import Estimate, MetricInfo
 from bastion.attacks.extraction import SubstituteRecipe, Targets, train_substitute
@@ -114,8 +115,7 @@ class InversionFamily:
         planned = self.planned_rows(settings)
         problems = self.check_data(settings, data)
         if problems:
-            skipped = tuple(MetricRow(entry, at, {}, complete=False, note=f"not run: {problems[0]}") for at in planned)
-            return FamilyResult(self.name, entry, skipped, seconds=time.perf_counter() - t0)
+            return not_run(self.name, entry, planned, problems[0], t0)
         assert data.reference_x is not None and data.reference_y is not None
         g = generator_for({"method": "*"})
         order = torch.randperm(int(data.reference_x.shape[0]), generator=g)
@@ -249,9 +249,7 @@ def _grid(r: InversionResult, class_names: tuple[str, ...]) -> bytes:
             if j == 0:
                 cls = r.classes[i]
                 ax.set_ylabel(class_names[cls] if cls < len(class_names) else str(cls), fontsize=7)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    return buf.getvalue()
+    return figure_png(fig, dpi=90)
 
 
 FAMILIES.add("inversion", InversionFamily())

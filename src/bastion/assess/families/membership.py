@@ -10,7 +10,6 @@ shows.
 
 from __future__ import annotations
 
-import io
 import math
 import time
 from typing import Any, ClassVar
@@ -28,6 +27,8 @@ from bastion.assess.families.base import (
     GeneratorFor,
     MetricRow,
     ReportSection,
+    figure_png,
+    not_run,
 )
 from bastion.assess.metrics import Estimate, MetricInfo
 from bastion.attacks.inference import MEMBERSHIP_ATTACKS, MembershipReport, Recipe, membership_inference
@@ -164,8 +165,7 @@ class MembershipFamily:
         planned = self.planned_rows(settings)
         problems = self.check_data(settings, data)
         if problems:
-            rows = tuple(MetricRow(entry, at, {}, complete=False, note=f"not run: {problems[0]}") for at in planned)
-            return FamilyResult(self.name, entry, rows, seconds=time.perf_counter() - t0)
+            return not_run(self.name, entry, planned, problems[0], t0)
         assert data.training is not None
         xo, yo = self._non_members(data)
         xi, yi = data.training.x, data.training.y
@@ -188,8 +188,7 @@ class MembershipFamily:
                 progress=progress,
             )
         except BastionError as e:
-            rows = tuple(MetricRow(entry, at, {}, complete=False, note=f"not run: {e}") for at in planned)
-            return FamilyResult(self.name, entry, rows, seconds=time.perf_counter() - t0)
+            return not_run(self.name, entry, planned, str(e), t0)
         rows = tuple(self._row(entry, r, data.confidence) for r in report.results)
         return FamilyResult(self.name, entry, rows, payload=report, seconds=time.perf_counter() - t0)
 
@@ -277,9 +276,7 @@ def _roc_plot(curves: list[tuple[str, MembershipResult]]) -> bytes:
     ax.set_ylabel("true-positive rate")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return buf.getvalue()
+    return figure_png(fig, dpi=110)
 
 
 FAMILIES.add("membership", MembershipFamily())
