@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+import torch
 from tests.gateway.conftest import Env, make_env, running
 
 from bastion import HttpClassifier
@@ -58,3 +59,30 @@ def test_labels_only_through_the_gateway(make_env: Callable[..., Env], digits: D
         got[release] = r
         assert r.release == release and r.victim_queries == 400  # the reference labels are not the attack's
     assert got["scores"].final.fidelity >= 0.75 and got["labels"].final.fidelity >= 0.6
+
+
+class _Degrading:
+    """The digits model behind an endpoint that drops to labels only after 100 queries and says so, as
+    HttpClassifier reports a gateway that raised the key's threat level."""
+
+    def __init__(self, model: TrainedModel) -> None:
+        self.inner, self.spec, self.queries = model.classifier, model.classifier.spec, 0
+        self.degradations: list[str] = []
+
+    def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
+        self.queries += x.shape[0]
+        z = self.inner.predict_logits(x)
+        if self.queries > 100:
+            if not self.degradations:
+                self.degradations.append("answered labels after answering scores")
+            return torch.nn.functional.one_hot(z.argmax(1), self.spec.num_classes).float().clamp_min(1e-12).log()
+        return z
+
+
+def test_a_run_on_degraded_answers_is_never_a_pass(digits_model: TrainedModel, digits: Dataset) -> None:
+    gate = [{"probe": "extraction", "at": {"queries": 200}, "metric": "fidelity", "max": 0.99}]
+    res = run_assessment(
+        _Degrading(digits_model), digits.x_test, digits.y_test, _policy({"budget": 200, "epochs": 5}, thresholds=gate)
+    )
+    assert not any(r.complete for r in res.rows) and "degraded" in res.rows[-1].note
+    assert res.gate == "inconclusive"

@@ -178,6 +178,19 @@ def not_run(family: str, entry: str, planned: list[dict[str, AtValue]], why: str
     return FamilyResult(family, entry, rows, seconds=time.perf_counter() - started)
 
 
+def degraded(model: Any, rows: tuple[MetricRow, ...]) -> tuple[MetricRow, ...]:
+    """``rows`` marked incomplete when the model (an endpoint) degraded its answers during the run (rounding, labels
+    only, a raised threat level): a leak measured on degraded answers understates the model's, so a threshold on it
+    must be inconclusive, never a pass."""
+    seen = getattr(model, "degradations", None)
+    if not isinstance(seen, list) or not seen:
+        return rows
+    note = f"answers degraded during the run ({seen[-1]})"
+    return tuple(
+        MetricRow(r.entry, r.at, r.metrics, complete=False, note=f"{r.note}; {note}" if r.note else note) for r in rows
+    )
+
+
 def figure_png(fig: Any, dpi: int = 110) -> bytes:
     """A matplotlib figure as PNG bytes, for a ReportSection."""
     import io

@@ -23,6 +23,7 @@ from bastion.assess.families.base import (
     GeneratorFor,
     MetricRow,
     ReportSection,
+    degraded,
     figure_png,
     not_run,
 )
@@ -149,7 +150,7 @@ class ExtractionFamily:
             )
             for at, p in zip(planned, result.curve, strict=True)
         )
-        return FamilyResult(self.name, entry, rows, payload=result, seconds=time.perf_counter() - t0)
+        return FamilyResult(self.name, entry, degraded(model, rows), payload=result, seconds=time.perf_counter() - t0)
 
     def section(self, results: list[FamilyResult], class_names: tuple[str, ...]) -> ReportSection | None:
         head = ("entry", "queries", "fidelity [95% CI]", "copy's accuracy", "note")

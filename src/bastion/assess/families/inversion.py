@@ -25,6 +25,7 @@ from bastion.assess.families.base import (
     GeneratorFor,
     MetricRow,
     ReportSection,
+    degraded,
     figure_png,
     not_run,
 )
@@ -172,7 +173,9 @@ class InversionFamily:
             )
             results.append(r)
         payload = {"results": results, "similar_to": real_from}
-        return FamilyResult(self.name, entry, tuple(rows), payload=payload, seconds=time.perf_counter() - t0)
+        return FamilyResult(
+            self.name, entry, degraded(model, tuple(rows)), payload=payload, seconds=time.perf_counter() - t0
+        )
 
     def section(self, results: list[FamilyResult], class_names: tuple[str, ...]) -> ReportSection | None:
         head = (

@@ -27,6 +27,7 @@ from bastion.assess.families.base import (
     GeneratorFor,
     MetricRow,
     ReportSection,
+    degraded,
     figure_png,
     not_run,
 )
@@ -189,7 +190,7 @@ class MembershipFamily:
             )
         except BastionError as e:
             return not_run(self.name, entry, planned, str(e), t0)
-        rows = tuple(self._row(entry, r, data.confidence) for r in report.results)
+        rows = degraded(model, tuple(self._row(entry, r, data.confidence) for r in report.results))
         return FamilyResult(self.name, entry, rows, payload=report, seconds=time.perf_counter() - t0)
 
     @staticmethod
