@@ -56,6 +56,7 @@ class Targets:
     labels: Tensor
     probs: Tensor | None
     precise: bool
+    kind: str = "labels"  # what the answers were read as: logits, scores, top_k or labels
 
     @staticmethod
     def cat(parts: list[Targets]) -> Targets:
@@ -64,6 +65,7 @@ class Targets:
             torch.cat([p.labels for p in parts]),
             torch.cat(probs) if all(p is not None for p in probs) else None,  # type: ignore[arg-type]
             all(p.precise for p in parts),
+            parts[-1].kind,
         )
 
 
@@ -86,13 +88,13 @@ def query(victim: object, x: Tensor, knowledge: Knowledge, *, batch_size: int = 
             )
     kind = _kind(victim, knowledge)
     if kind == "labels":
-        return Targets(torch.stack(outs).mean(0).argmax(1), None, False)
+        return Targets(torch.stack(outs).mean(0).argmax(1), None, False, "labels")
     probs = torch.stack([torch.softmax(o, 1) for o in outs]).mean(0)
     if kind == "top_k":  # an HTTP client fills the classes it was not told with log(1e-12)
         probs = probs * (probs > 1e-9)
         probs = probs / probs.sum(1, keepdim=True)
     precise = kind == "logits" or (kind == "scores" and knowledge.repeats == 1 and _unrounded(probs))
-    return Targets(probs.argmax(1), probs.float(), precise)
+    return Targets(probs.argmax(1), probs.float(), precise, kind)
 
 
 def _unrounded(probs: Tensor) -> bool:

@@ -173,7 +173,7 @@ def extract(
             spent += new.shape[0] * knowledge.repeats
             state.queried = torch.cat([state.queried, new])
             state.targets = answers if state.targets is None else Targets.cat([state.targets, answers])
-            release = _described(victim, knowledge, answers)
+            release = _described(knowledge, answers)
         assert state.targets is not None
         state.substitute = train_substitute(
             spec, state.queried, state.targets, recipe, seed=seed + i, perturbation=knowledge.perturbation
@@ -200,10 +200,8 @@ def extract(
     )
 
 
-def _described(victim: Any, knowledge: Knowledge, t: Targets) -> str:
-    from bastion.attacks.extraction.answers import _kind
-
-    kind = _kind(victim, knowledge)
+def _described(knowledge: Knowledge, t: Targets) -> str:
+    kind = t.kind
     if t.probs is not None and kind == "scores" and not t.precise:
         kind = "scores (rounded or averaged: probabilities only)"
     extra = []

@@ -14,8 +14,6 @@ and runs every attack asked for on the same signals.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bastion._cache import cache_dir, load_or_train
+from bastion._cache import digest_path, load_or_train
 from bastion._progress import NullProgress, Progress
 from bastion._registry import Registry
 from bastion._torch import batch_slices, make_generator
@@ -309,10 +307,6 @@ def _references(
 
     if not cache:
         return train(), False
-    h = hashlib.sha256(x.float().contiguous().numpy().tobytes())
-    h.update(y.contiguous().numpy().tobytes())
-    h.update(json.dumps([recipe.to_dict(), spec.to_dict(), count, seed], sort_keys=True).encode())
-    path = cache_dir() / "membership-references" / f"{h.hexdigest()[:32]}.safetensors"
+    path = digest_path("membership-references", "", x, [recipe.to_dict(), spec.to_dict(), count, seed, y.tolist()])
     hit = path.is_file()
-    refs = load_or_train(path, "membership reference models", ReferenceModels.load, train)
-    return refs, hit and refs.count == count
+    return load_or_train(path, "membership reference models", ReferenceModels.load, train), hit
