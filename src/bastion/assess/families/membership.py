@@ -127,7 +127,8 @@ class MembershipFamily:
         if data.training is None:
             return [
                 "membership inference needs the data the model was trained on: pass --members train (the "
-                "--data's train split) or --members FILE.npz, or assess a Bastion model on the dataset its card names"
+                "--data's train split; for your own data, an .npz with x_train/y_train beside x_test/y_test), or "
+                "assess a Bastion model on the dataset its card names"
             ]
         if self._non_members(data)[0].shape[0] < 10:
             return ["membership inference needs at least 10 test inputs as non-members"]
