@@ -20,7 +20,6 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -32,63 +31,8 @@ from bastion._progress import NullProgress, Progress
 from bastion._torch import batch_slices, make_generator
 from bastion.errors import ConfigError
 from bastion.models.zoo.nets import build
+from bastion.models.zoo.recipe import Recipe
 from bastion.types import ModelSpec
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How the target was trained, for its reference models: a zoo architecture and its Adam settings.
-
-    ``from_card`` reads them from a Bastion model card; for a user's own model, name the closest zoo architecture
-    and the settings it was trained with (a mismatched recipe weakens the attack, it does not invalidate it)."""
-
-    architecture: str
-    arch_params: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-
-    def __post_init__(self) -> None:
-        problems = []
-        if not isinstance(self.epochs, int) or isinstance(self.epochs, bool) or self.epochs < 1:
-            problems.append(f"epochs must be an int >= 1, got {self.epochs!r}")
-        if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1:
-            problems.append(f"batch_size must be an int >= 1, got {self.batch_size!r}")
-        if not isinstance(self.lr, (int, float)) or not 0 < self.lr < 10:
-            problems.append(f"lr must be in (0, 10), got {self.lr!r}")
-        if not isinstance(self.weight_decay, (int, float)) or self.weight_decay < 0:
-            problems.append(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        if problems:
-            raise ConfigError("invalid reference-model recipe", problems=problems)
-
-    @classmethod
-    def from_card(cls, card: Any) -> Recipe:
-        """The recipe a Bastion card records (architecture, epochs, Adam's lr, batch size and weight decay)."""
-        t = dict(getattr(card, "training", {}) or {})
-        if t.get("optimizer", "adam") != "adam":
-            raise ConfigError(
-                f"model {card.name} was trained with {t.get('optimizer')!r}; reference models need a stated recipe "
-                "(pass a Recipe with the closest zoo architecture and Adam settings)"
-            )
-        return cls(
-            architecture=card.architecture,
-            arch_params=dict(card.arch_params),
-            epochs=int(card.epochs),
-            batch_size=int(t.get("batch_size", 128)),
-            lr=float(t.get("lr", 1e-3)),
-            weight_decay=float(t.get("weight_decay", 0.0)),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "architecture": self.architecture,
-            "arch_params": dict(self.arch_params),
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "lr": self.lr,
-            "weight_decay": self.weight_decay,
-        }
 
 
 def balanced_keep(models: int, pool: int, generator: torch.Generator) -> Tensor:
