@@ -29,6 +29,8 @@ SMALL: dict[str, dict[str, Any]] = {  # cheap settings per family; a new family 
     "membership": {"reference_models": 4, "candidates": 60},
     "extraction": {"budget": 200, "epochs": 3},
     "inversion": {"steps": 20, "black_box_steps": 5, "restarts": 1, "judge_epochs": 2},
+    "poisoning": {"rates": [0.05], "trigger": {"size": 2}},
+    "backdoor": {"steps": 20, "inputs": 100},
 }
 
 
