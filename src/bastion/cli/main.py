@@ -18,6 +18,7 @@ except ImportError:  # pragma: no cover - older typer uses click itself
 from bastion.cli._console import err_console
 from bastion.cli.assess import assess
 from bastion.cli.audit import audit_app
+from bastion.cli.data import data_app
 from bastion.cli.demo import demo
 from bastion.cli.drift import drift
 from bastion.cli.harden import harden
@@ -45,6 +46,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(incidents_app, name="incidents")
 app.add_typer(audit_app, name="audit")
 app.add_typer(threat_app, name="threat")
+app.add_typer(data_app, name="data")
 
 
 def _print_version(value: bool) -> None:
