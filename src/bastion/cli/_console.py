@@ -25,8 +25,12 @@ class RichProgress:
     def __init__(self, progress: Progress) -> None:
         self._progress = progress
         self._task: object | None = None
+        self.started = False
 
     def task(self, description: str, total: int) -> None:
+        if not self.started:  # the display starts with the first task: an error before it prints only itself
+            self._progress.start()
+            self.started = True
         self._task = self._progress.add_task(description, total=max(1, total))
 
     def advance(self, steps: int = 1) -> None:
@@ -43,5 +47,9 @@ def progress_bar() -> Iterator[RichProgress]:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=err_console, transient=False) as p:
-        yield RichProgress(p)
+    bar = RichProgress(Progress(*columns, console=err_console, transient=False))
+    try:
+        yield bar
+    finally:
+        if bar.started:
+            bar._progress.stop()

@@ -65,8 +65,7 @@ def test_bad_poisoning_settings_get_one_line_and_exit_2(digits_model_file: Path,
             str(tmp_path / "r"),
         )
         assert ran.returncode == 2, (params, ran.stdout, ran.stderr)
-        # (assess's progress display leaves an empty line on stderr before the message)
-        assert ran.stderr.strip().startswith("error:") and len(ran.stderr.strip().splitlines()) == 1, ran.stderr
+        assert ran.stderr.startswith("error:") and len(ran.stderr.strip().splitlines()) == 1, ran.stderr
     # a test-only file says nothing about what the model trained on: the family cannot run, and says how to fix it
     import numpy as np
 
