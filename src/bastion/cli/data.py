@@ -33,7 +33,10 @@ GapOpt = Annotated[
 ModelOpt = Annotated[
     Path | None, typer.Option("--model", help="a torch model trained on DATA whose features the poison detector reads")
 ]
-EpochsOpt = Annotated[int, typer.Option(help="epochs of the model Bastion trains for the poison detector (no --model)")]
+EpochsOpt = Annotated[
+    int,
+    typer.Option(help="at least this many epochs for the model Bastion trains for the poison detector (no --model)"),
+]
 SeedOpt = Annotated[int, typer.Option(help="seed of every model Bastion trains")]
 LabelEpochsOpt = Annotated[
     int | None, typer.Option(help="epochs of the label check's cross-validation models (default: about 1,500 steps)")
