@@ -78,6 +78,17 @@ def _run_check(dataset: Any, model: Path | None, settings: Any) -> Any:
         return check_dataset(dataset, settings=settings, model=classifier)
 
 
+def _checked(data: str, model: Path | None, how: tuple[Any, ...], read: tuple[Any, ...]) -> tuple[Any, Any, Any]:
+    """Read DATA (``read``: the data-file options in their CLI order), build the settings (``how``) and check it."""
+    names = ("label_column", "image_size", "channels", "scale", "bounds", "input_shape")
+    dataset = read_data(data, **dict(zip(names, read, strict=True)))
+    checks, detector, gap, epochs, seed, label_epochs = how
+    settings = _settings(checks, detector, gap, epochs, seed, dataset, label_epochs)
+    result = _run_check(dataset, model, settings)
+    _print(result)
+    return dataset, settings, result
+
+
 def _print(check: Any) -> None:
     colour = "red" if check.verdict != "clean" else "green"
     console.print(f"[{colour}]{check.verdict}[/] in {check.dataset['name']} ({check.dataset['rows']} rows)")
@@ -109,18 +120,12 @@ def check(
 ) -> None:
     """Validate a training set (schema, range, duplicates, leakage, balance), find wrong labels by confident
     learning and poisoned samples over a model's features; print the findings, optionally as HTML and JSON."""
-    opts = dict(
-        label_column=label_column,
-        image_size=image_size,
-        channels=channels,
-        scale=scale,
-        bounds=bounds,
-        input_shape=input_shape,
+    dataset, _, result = _checked(
+        data,
+        model,
+        (checks, detector, gap, epochs, seed, label_epochs),
+        (label_column, image_size, channels, scale, bounds, input_shape),
     )
-    dataset = read_data(data, **opts)  # type: ignore[arg-type]
-    settings = _settings(checks, detector, gap, epochs, seed, dataset, label_epochs)
-    result = _run_check(dataset, model, settings)
-    _print(result)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(result.to_dict(), indent=1))
@@ -179,18 +184,12 @@ def clean(
     if retrain is not None and retrain.suffix.lower() != ".safetensors":
         raise ConfigError(f"--retrain must name a .safetensors file, got {retrain.name}")
     removing = tuple(c.strip() for c in remove.split(",") if c.strip()) if remove else DEFAULT_REMOVE
-    opts = dict(
-        label_column=label_column,
-        image_size=image_size,
-        channels=channels,
-        scale=scale,
-        bounds=bounds,
-        input_shape=input_shape,
+    dataset, settings, result = _checked(
+        data,
+        model,
+        (checks, detector, gap, epochs, seed, label_epochs),
+        (label_column, image_size, channels, scale, bounds, input_shape),
     )
-    dataset = read_data(data, **opts)  # type: ignore[arg-type]
-    settings = _settings(checks, detector, gap, epochs, seed, dataset, label_epochs)
-    result = _run_check(dataset, model, settings)
-    _print(result)
     cleaned = clean_dataset(dataset, result, remove=removing, action="quarantine" if quarantine else "remove")
     out.parent.mkdir(parents=True, exist_ok=True)
     arrays = {"x_train": cleaned.x.numpy(), "y_train": cleaned.y.numpy()}

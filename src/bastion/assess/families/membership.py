@@ -51,6 +51,15 @@ class RecipeSettings(FamilySettings):
     weight_decay: float = Field(0.0, ge=0)
 
 
+def recipe_for(given: RecipeSettings | None, card: Any) -> Recipe:
+    """The policy's recipe when it states one, else the one the model's Bastion card records."""
+    if given is not None:
+        return Recipe(
+            given.architecture, dict(given.arch_params), given.epochs, given.batch_size, given.lr, given.weight_decay
+        )
+    return Recipe.from_card(card)
+
+
 class MembershipSettings(FamilySettings):
     id: str | None = None
     attacks: list[str] = Field(default_factory=lambda: list(DEFAULT_ATTACKS), min_length=1)
@@ -142,10 +151,7 @@ class MembershipFamily:
 
     @staticmethod
     def _recipe(settings: MembershipSettings, card: Any) -> Recipe:
-        if settings.recipe is not None:
-            r = settings.recipe
-            return Recipe(r.architecture, dict(r.arch_params), r.epochs, r.batch_size, r.lr, r.weight_decay)
-        return Recipe.from_card(card)
+        return recipe_for(settings.recipe, card)
 
     @staticmethod
     def _non_members(data: AssessData) -> tuple[torch.Tensor, torch.Tensor]:

@@ -30,7 +30,7 @@ from bastion.assess.families.base import (
     ReportSection,
     not_run,
 )
-from bastion.assess.families.membership import RecipeSettings
+from bastion.assess.families.membership import RecipeSettings, recipe_for
 from bastion.assess.metrics import Estimate, MetricInfo
 from bastion.attacks.poisoning import (
     AdaptiveBlend,
@@ -45,7 +45,6 @@ from bastion.attacks.poisoning import (
 )
 from bastion.errors import BastionError
 from bastion.models.base import Classifier
-from bastion.models.zoo.recipe import Recipe
 
 ATLAS = "AML.T0020"
 
@@ -174,7 +173,7 @@ class PoisoningFamily:
         if problems:
             return not_run(self.name, entry, planned, problems[0], t0)
         assert data.training is not None
-        recipe = self._recipe(settings, data.training.card)
+        recipe = recipe_for(settings.recipe, data.training.card)
         spec = model.spec
         dataset = Dataset(
             "assessment",
@@ -226,13 +225,6 @@ class PoisoningFamily:
                 )
             rows.append(MetricRow(entry, at, metrics))
         return FamilyResult(self.name, entry, tuple(rows), payload=results, seconds=time.perf_counter() - t0)
-
-    @staticmethod
-    def _recipe(settings: PoisoningSettings, card: Any) -> Recipe:
-        if settings.recipe is not None:
-            r = settings.recipe
-            return Recipe(r.architecture, dict(r.arch_params), r.epochs, r.batch_size, r.lr, r.weight_decay)
-        return Recipe.from_card(card)
 
     def section(self, results: list[FamilyResult], class_names: tuple[str, ...]) -> ReportSection | None:
         head = (

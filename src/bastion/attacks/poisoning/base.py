@@ -125,3 +125,24 @@ def dirty_label(
 def triggered_others(attack: Any, x: Tensor, y: Tensor, spec: ModelSpec) -> tuple[Tensor, Tensor]:
     """Every test input with the trigger, and the mask of those not already of the target class."""
     return attack.trigger.apply(x, spec), y != attack.target
+
+
+@dataclass(frozen=True)
+class TriggerBackdoor:
+    """A dirty-label backdoor: the subclass says which ``trigger`` (a field) and registers itself."""
+
+    name: ClassVar[str]
+    atlas: ClassVar[str] = "AML.T0020"
+    target: int = 0
+
+    def problems(self, spec: ModelSpec) -> list[str]:
+        return check_class("target", self.target, spec) + self.trigger.problems(spec)  # type: ignore[attr-defined]
+
+    def poison(self, x: Tensor, y: Tensor, spec: ModelSpec, *, rate: float, generator: torch.Generator) -> PoisonedSet:
+        return dirty_label(self, x, y, spec, rate=rate, generator=generator)
+
+    def triggered(self, x: Tensor, y: Tensor, spec: ModelSpec) -> tuple[Tensor, Tensor] | None:
+        return triggered_others(self, x, y, spec)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"attack": self.name, "target": self.target, "trigger": self.trigger.to_dict()}  # type: ignore[attr-defined]
