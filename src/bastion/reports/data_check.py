@@ -79,8 +79,10 @@ def write_data_report(check: Any, x: Tensor, y: Tensor, spec: Any, out: str | Pa
             "<h2>Poison detection</h2>"
             f"<p>Features: {escape(check.features_from)}. Detector: {escape(check.poison.detector)}. A class is judged "
             "attacked when its samples split into a majority and a minority with an empty band of at least the "
-            "threshold between them, in robust standard deviations of the majority.</p>"
-            + _img(gap, "gap per class", "Gap per class (red: judged attacked).")
+            "threshold between them, in robust standard deviations of the majority. A clean verdict is not proof of "
+            "clean data: an adaptive poisoner who hides the trigger among correctly labelled cover samples (Qi et al. "
+            "2023) leaves no such band, and neither this check nor confident learning finds it (bench/RESULTS.md; "
+            "docs/data-integrity.md).</p>" + _img(gap, "gap per class", "Gap per class (red: judged attacked).")
         )
     for f in check.findings:
         if f.removable and f.indices:
