@@ -1,6 +1,6 @@
 """Privacy-attacks benchmark (issue 11): anchors and Bastion side by side in one run.
 
-    python bench/privacy.py --part membership|extraction|inversion|all [--threads 2] [--references 64]
+    python bench/privacy.py --part membership|membership-victims|extraction|inversion|all [--threads 2] [--references 64]
 
 membership: the victim is an overfit Fashion-MNIST MLP (784-256-10, Adam lr 1e-3, batch 128, 60 epochs) trained by
       Bastion on 2,500 members drawn (seeded) from the first 5,000 training images; the other 2,500 are the
@@ -72,6 +72,54 @@ def _victim(data: Any) -> tuple[Any, torch.Tensor, torch.Tensor]:
         trained = train_model(members, architecture="tabular-mlp", arch_params=MLP, epochs=60, seed=1000)
         save_model(trained.module, trained.card, path)
     return load_model(path), member, perm
+
+
+def membership_victims(args: argparse.Namespace) -> None:
+    """The membership figure over several victims: one set of reference models on the 5,000-image pool (online
+    references train on random halves of the pool, whatever the victim's split), and ``--victims`` victims, each the
+    issue's MLP trained on its own random half of the pool (seed 2000 + v). Per attack: each victim's TPRs, their mean
+    and range."""
+    from bastion.attacks.inference import MEMBERSHIP_ATTACKS
+    from bastion.attacks.inference.membership import Signals
+    from bastion.attacks.inference.reference import train_references
+
+    data = load_dataset("fashion-mnist")
+    pool = 5000
+    x, y = data.x_train[:pool], data.y_train[:pool]
+    recipe = Recipe("tabular-mlp", dict(MLP), epochs=60, batch_size=128, lr=1e-3)
+    start = time.perf_counter()
+    refs = train_references(recipe, data.spec, x, y, balanced_keep(args.references, pool, make_generator(7)), seed=7)
+    ref_logits = refs.logits(x).double()
+    print(f"{args.references} reference models on the pool trained in {time.perf_counter() - start:.0f} s", flush=True)
+    names = [n for n in MEMBERSHIP_ATTACKS.names() if n != "loss"] + ["loss"]
+    per: dict[str, list[tuple[float, float, float]]] = {n: [] for n in names}
+    for v in range(args.victims):
+        perm = torch.randperm(pool, generator=make_generator(2000 + v))
+        member = torch.zeros(pool, dtype=torch.bool)
+        member[perm[: pool // 2]] = True
+        members = dataclasses.replace(data, x_train=x[member], y_train=y[member])
+        victim = train_model(members, architecture="tabular-mlp", arch_params=MLP, epochs=60, seed=2000 + v)
+        with torch.no_grad():
+            target = victim.classifier.predict_logits(x).double()
+        signals = Signals(labels=y, target=target, references=ref_logits, keep=refs.keep)
+        line = []
+        for n in names:
+            r = evaluate_scores(n, MEMBERSHIP_ATTACKS.get(n).score(signals), member)
+            per[n].append((r.auc, r.tpr_at_1pct_fpr, r.tpr_at_01pct_fpr))
+            line.append(f"{n} {r.tpr_at_1pct_fpr:.3f}/{r.tpr_at_01pct_fpr:.3f}")
+        print(f"victim {v} (test accuracy {victim.card.clean_accuracy:.3f}): " + ", ".join(line), flush=True)
+    print("\n| attack | AUC mean | TPR@1%FPR mean [min, max] | TPR@0.1%FPR mean [min, max] | victims |")
+    print("|---|---|---|---|---|")
+    for n in names:
+        a = np.array(per[n])
+        print(
+            f"| {n} | {a[:, 0].mean():.4f} | {a[:, 1].mean():.3f} [{a[:, 1].min():.3f}, {a[:, 1].max():.3f}] | "
+            f"{a[:, 2].mean():.3f} [{a[:, 2].min():.3f}, {a[:, 2].max():.3f}] | {len(a)} |"
+        )
+    best1 = max(np.array(per[n])[:, 1].mean() for n in names)
+    best01 = max(np.array(per[n])[:, 2].mean() for n in names)
+    ok = best1 >= 0.20 and best01 >= 0.10
+    print(f"\nbest mean over victims: TPR@1%FPR {best1:.3f}, TPR@0.1%FPR {best01:.3f} -> {'MET' if ok else 'NOT MET'}")
 
 
 def _row(name: str, r: Any, seconds: float, note: str = "") -> None:
@@ -541,8 +589,11 @@ def _art_miface(clf: Any, victim: Any, row: Any) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
-        "--part", choices=["membership", "extraction", "extraction-gateway", "inversion", "all"], default="all"
+        "--part",
+        choices=["membership", "membership-victims", "extraction", "extraction-gateway", "inversion", "all"],
+        default="all",
     )
+    ap.add_argument("--victims", type=int, default=8, help="membership-victims: victims with their own member split")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--references", type=int, default=64)
     args = ap.parse_args()
@@ -555,6 +606,8 @@ def main() -> None:
     )
     if args.part in ("membership", "all"):
         membership(args)
+    if args.part == "membership-victims":
+        membership_victims(args)
     if args.part in ("extraction", "all"):
         extraction(args)
     if args.part == "extraction-gateway":  # only the gateway's release levels
