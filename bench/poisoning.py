@@ -22,6 +22,8 @@ detect: BadNets at 5% and 1% of the training set (3x3 checkerboard in the bottom
 clean: the 5% BadNets set through Bastion's cleaning (check with the poisoned model's features, remove the flagged
       rows and exact duplicates), retrained with the same recipe. Target: attack success rate <= 5% and clean
       accuracy within 1 point of the same recipe trained on the unpoisoned set.
+clean-label: Turner et al.'s attack at 2.5% of the training set (half of class 0; PGD eps 0.15 against the clean
+      model, then the 3x3 patch, labels unchanged): its success rate and what the detectors see.
 adaptive: the adaptive blend through the whole pipeline (exact duplicates, label errors by confident learning and the
       poison detector, then retraining): what the defense as a whole does against the attack built to beat its
       feature detectors.
@@ -52,6 +54,7 @@ from bastion.attacks.poisoning import (
     BadNets,
     Blended,
     BlendTrigger,
+    CleanLabel,
     LabelFlip,
     PatchTrigger,
     success_rate,
@@ -112,7 +115,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--n-train", type=int, default=60000)
-    ap.add_argument("--part", choices=["detect", "clean", "labels", "adaptive", "all"], default="all")
+    ap.add_argument("--part", choices=["detect", "clean", "labels", "adaptive", "clean-label", "all"], default="all")
     ap.add_argument("--no-art", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -200,6 +203,26 @@ def main() -> None:
                     f"difference {drop * 100:+.2f} points), attack success rate {asr2:.4f} (before cleaning {asr:.4f}); "
                     f"{time.perf_counter() - t1:.0f} s -> {'MET' if ok else 'NOT MET'}"
                 )
+    if a.part in ("clean-label", "all"):
+        # Turner et al.: target-class images hardened by PGD against the clean model, then the patch; labels kept
+        t0 = time.perf_counter()
+        attack = CleanLabel(target=0, trigger=PatchTrigger(size=3)).with_surrogate(clean.classifier)
+        ps = attack.poison(ds.x_train, ds.y_train, ds.spec, rate=0.025, generator=make_generator(0))
+        model = train_recipe(recipe, ds, ps.x, ps.y, seed=0)
+        asr, counted = success_rate(model.classifier, attack, ds.x_test, ds.y_test, ds.spec)
+        base, _ = success_rate(clean.classifier, attack, ds.x_test, ds.y_test, ds.spec)
+        print(
+            f"\n## clean-label 2.5% ({ps.count} target-class rows, labels unchanged, PGD eps {attack.eps}): poisoned "
+            f"model clean accuracy {model.card.clean_accuracy:.4f}, attack success rate {asr:.4f} on {counted} "
+            f"triggered test images (clean model: {base:.4f}); {time.perf_counter() - t0:.0f} s"
+        )
+        feats = features_of(model.classifier, ps.x)
+        rows = []
+        for name in POISON_DETECTORS.names():
+            rep = detect_poison(feats, ps.y, detector=name)
+            p, r, n = pr(rep.flagged, ps.poisoned)
+            rows.append((f"Bastion {name}", p, r, n, 0.0, f"{rep.attacked}"))
+        table("clean-label 2.5%: detection over all training rows", rows)
     if a.part in ("adaptive", "all"):
         # the whole pipeline against the attack built to beat the feature detectors: label errors see what they miss
         t0 = time.perf_counter()
