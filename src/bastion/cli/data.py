@@ -74,8 +74,10 @@ def _run_check(dataset: Any, model: Path | None, settings: Any) -> Any:
                 f"{model.name} is a {loaded.format} model without a torch module: the poison detector reads a torch "
                 "model's features; drop --model and Bastion trains one on DATA"
             )
-    with console.status(f"checking {dataset.name}: {', '.join(settings.checks)}"):
-        return check_dataset(dataset, settings=settings, model=classifier)
+    from bastion.cli._console import progress_bar
+
+    with progress_bar() as bar:  # a bar per model trained (cross-validation folds, the feature model)
+        return check_dataset(dataset, settings=settings, model=classifier, progress=bar)
 
 
 def _checked(data: str, model: Path | None, how: tuple[Any, ...], read: tuple[Any, ...]) -> tuple[Any, Any, Any]:
