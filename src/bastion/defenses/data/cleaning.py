@@ -34,6 +34,8 @@ CHECKS = (
     "poison",
 )
 # what ``clean`` removes unless told otherwise: data that is broken, copied, mislabelled or poisoned
+# a largest gap at or above this share of the threshold is reported as a warning, never as a clean bill
+NEAR_GAP = 0.6
 DEFAULT_REMOVE = ("schema", "range", "duplicates", "conflicting-duplicates", "label-errors", "poison")
 
 
@@ -271,6 +273,17 @@ def _poison_finding(report: PoisonReport, spec: Any) -> Finding:
     if not idx.numel():
         worst = max(report.classes, key=lambda c: c.gap, default=None)
         tail = f" (largest gap {worst.gap:.2f} in class {names[worst.label]})" if worst else ""
+        if worst is not None and worst.gap >= NEAR_GAP * report.gap_threshold:
+            # a backdoor whose cluster is still joining its class (an under-trained feature model) sits here: on 5,000
+            # Fashion-MNIST images a working 5% BadNets gave 2.99; clean classes stay below 1.6 on Fashion-MNIST
+            return Finding(
+                "poison",
+                "warning",
+                f"no class crosses the gap threshold of {report.gap_threshold:g}, but class {names[worst.label]} comes "
+                f"close (gap {worst.gap:.2f}): inspect its samples, or check again with a feature model trained "
+                "longer (--epochs)",
+                details=details | {"near_class": worst.label},
+            )
         return Finding(
             "poison",
             "info",
