@@ -83,3 +83,28 @@ def test_bad_poisoning_settings_get_one_line_and_exit_2(digits_model_file: Path,
         str(tmp_path / "p.yaml"),
     )
     assert ran.returncode == 2 and "--members train" in ran.stderr, ran.stderr
+
+
+def test_a_scan_that_found_too_few_triggers_is_incomplete(digits_model_file: Path) -> None:
+    import torch
+
+    from bastion._progress import NullProgress
+    from bastion.assess.families import FAMILIES, AssessData
+    from bastion.data import load_dataset
+    from bastion.models.zoo import load_model
+
+    digits = load_dataset("digits")
+    model = load_model(digits_model_file).classifier
+    family = FAMILIES.get("backdoor")
+    settings = family.settings.model_validate({"steps": 1, "inputs": 50})  # one step: no trigger can work yet
+    x, y = digits.x_test[:50], digits.y_test[:50]
+    data = AssessData(x, y, torch.arange(50), y, 64, 0.95)
+    res = family.run(
+        model,
+        data,
+        settings,
+        entry="scan",
+        generator_for=lambda at: torch.Generator().manual_seed(0),
+        progress=NullProgress(),
+    )
+    assert not res.rows[0].complete and "no working trigger" in res.rows[0].note

@@ -113,6 +113,15 @@ class BackdoorFamily:
             },
             note=f"suspected target: {', '.join(map(str, scan.flagged))}" if scan.flagged else "",
         )
+        missing = sum(1 for n in scan.norms if n == float("inf"))
+        if missing * 2 > len(scan.norms):  # too few working triggers to compare: an index of 0 here proves nothing
+            row = MetricRow(
+                entry,
+                row.at,
+                row.metrics,
+                complete=False,
+                note=f"no working trigger found for {missing} of {len(scan.norms)} classes: raise steps",
+            )
         return FamilyResult(self.name, entry, (row,), payload=scan, seconds=time.perf_counter() - t0)
 
     def section(self, results: list[FamilyResult], class_names: tuple[str, ...]) -> ReportSection | None:
