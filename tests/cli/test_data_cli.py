@@ -71,3 +71,22 @@ def test_bad_input_gets_one_line_and_exit_2(tmp_path: Path) -> None:
         ran = run_cli(*args)
         assert ran.returncode == 2, (args, ran.stdout, ran.stderr)
         assert ran.stderr.startswith("error:") and len(ran.stderr.strip().splitlines()) == 1, ran.stderr
+
+
+def test_confusion_check_reads_trusted_rows_and_reports_them(digits: Dataset, tmp_path: Path) -> None:
+    data, trusted = tmp_path / "mine.npz", tmp_path / "trusted.npz"
+    np.savez(data, x=digits.x_train.numpy(), y=digits.y_train.numpy())  # one split: no test rows to trust
+    np.savez(trusted, x=digits.x_test.numpy(), y=digits.y_test.numpy())
+    args = ("data", "check", str(data), "--checks", "schema,confusion", "--json", str(tmp_path / "f.json"))
+    without = run_cli(*args)
+    assert without.returncode == 0 and "did not run" in without.stdout, without.stdout + without.stderr
+    ran = run_cli(*args, "--trusted", str(trusted), "--report", str(tmp_path / "r.html"))
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    got = json.loads((tmp_path / "f.json").read_text())
+    assert got["trusted_from"] == f"{digits.x_test.shape[0]} given trusted rows"
+    assert got["confusion"]["conclusive"] and got["confusion"]["attacked_classes"] == []
+    assert "Confusion training" in (tmp_path / "r.html").read_text()
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, x=np.zeros((100, 4), dtype=np.float32), y=np.zeros(100, dtype=np.int64))
+    bad = run_cli(*args, "--trusted", str(wrong))
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "--trusted" in bad.stderr, bad.stderr

@@ -21,7 +21,7 @@ ChecksOpt = Annotated[
     str | None,
     typer.Option(
         help="comma-separated checks (default all): schema, range, duplicates, test-leakage, "
-        "near-duplicates, class-balance, label-errors, poison"
+        "near-duplicates, class-balance, label-errors, poison, confusion"
     ),
 ]
 DetectorOpt = Annotated[
@@ -38,6 +38,14 @@ EpochsOpt = Annotated[
     typer.Option(help="at least this many epochs for the model Bastion trains for the poison detector (no --model)"),
 ]
 SeedOpt = Annotated[int, typer.Option(help="seed of every model Bastion trains")]
+TrustedOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--trusted",
+        help="clean rows with correct labels (.npz / CSV / image folder, read like DATA) for the confusion check; "
+        "default: up to 2,000 rows of DATA's test split",
+    ),
+]
 LabelEpochsOpt = Annotated[
     int | None, typer.Option(help="epochs of the label check's cross-validation models (default: about 1,500 steps)")
 ]
@@ -62,7 +70,7 @@ def _settings(
     )
 
 
-def _run_check(dataset: Any, model: Path | None, settings: Any) -> Any:
+def _run_check(dataset: Any, model: Path | None, settings: Any, trusted: tuple[Any, Any] | None = None) -> Any:
     from bastion.defenses.data import check_dataset
 
     classifier = None
@@ -77,16 +85,31 @@ def _run_check(dataset: Any, model: Path | None, settings: Any) -> Any:
     from bastion.cli._console import progress_bar
 
     with progress_bar() as bar:  # a bar per model trained (cross-validation folds, the feature model)
-        return check_dataset(dataset, settings=settings, model=classifier, progress=bar)
+        return check_dataset(dataset, settings=settings, model=classifier, trusted=trusted, progress=bar)
 
 
-def _checked(data: str, model: Path | None, how: tuple[Any, ...], read: tuple[Any, ...]) -> tuple[Any, Any, Any]:
-    """Read DATA (``read``: the data-file options in their CLI order), build the settings (``how``) and check it."""
+def _checked(
+    data: str, model: Path | None, how: tuple[Any, ...], read: tuple[Any, ...], trusted: str | None = None
+) -> tuple[Any, Any, Any]:
+    """Read DATA (``read``: the data-file options in their CLI order), build the settings (``how``) and check it;
+    ``trusted`` is read with the same options."""
+    from bastion.defenses.data.cleaning import training_part
+
     names = ("label_column", "image_size", "channels", "scale", "bounds", "input_shape")
     dataset = read_data(data, **dict(zip(names, read, strict=True)))
     checks, detector, gap, epochs, seed, label_epochs = how
     settings = _settings(checks, detector, gap, epochs, seed, dataset, label_epochs)
-    result = _run_check(dataset, model, settings)
+    rows = None
+    if trusted is not None:
+        given = read_data(trusted, **dict(zip(names, read, strict=True)))
+        if given.spec.input_shape != dataset.spec.input_shape:
+            raise ConfigError(
+                f"--trusted rows have shape {given.spec.input_shape}, DATA's {dataset.spec.input_shape}: pass trusted "
+                "rows of the same kind as DATA"
+            )
+        tx, ty, _ = training_part(given)
+        rows = (tx, ty)
+    result = _run_check(dataset, model, settings, rows)
     _print(result)
     return dataset, settings, result
 
@@ -110,6 +133,7 @@ def check(
     epochs: EpochsOpt = 10,
     seed: SeedOpt = 0,
     label_epochs: LabelEpochsOpt = None,
+    trusted: TrustedOpt = None,
     fail_on_findings: Annotated[
         bool, typer.Option(help="exit 1 when any error or warning is found (a CI gate)")
     ] = False,
@@ -121,12 +145,14 @@ def check(
     input_shape: ShapeOpt = None,
 ) -> None:
     """Validate a training set (schema, range, duplicates, leakage, balance), find wrong labels by confident
-    learning and poisoned samples over a model's features; print the findings, optionally as HTML and JSON."""
+    learning and poisoned samples over a model's features and by confusion training; print the findings,
+    optionally as HTML and JSON."""
     dataset, _, result = _checked(
         data,
         model,
         (checks, detector, gap, epochs, seed, label_epochs),
         (label_column, image_size, channels, scale, bounds, input_shape),
+        trusted,
     )
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
@@ -149,7 +175,7 @@ def clean(
         str | None,
         typer.Option(
             help="comma-separated checks whose rows are removed (default: schema, range, duplicates, "
-            "conflicting-duplicates, label-errors, poison)"
+            "conflicting-duplicates, label-errors, poison, confusion)"
         ),
     ] = None,
     quarantine: Annotated[
@@ -165,6 +191,7 @@ def clean(
     epochs: EpochsOpt = 10,
     seed: SeedOpt = 0,
     label_epochs: LabelEpochsOpt = None,
+    trusted: TrustedOpt = None,
     label_column: LabelOpt = "label",
     image_size: SizeOpt = None,
     channels: ChannelsOpt = None,
@@ -191,6 +218,7 @@ def clean(
         model,
         (checks, detector, gap, epochs, seed, label_epochs),
         (label_column, image_size, channels, scale, bounds, input_shape),
+        trusted,
     )
     cleaned = clean_dataset(dataset, result, remove=removing, action="quarantine" if quarantine else "remove")
     out.parent.mkdir(parents=True, exist_ok=True)

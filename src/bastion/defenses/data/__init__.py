@@ -1,5 +1,5 @@
-"""Data integrity: validation checks, label errors by confident learning, poison detection over a model's features
-and the cleaning pipeline with its record."""
+"""Data integrity: validation checks, label errors by confident learning, poison detection over a model's features,
+confusion training and the cleaning pipeline with its record."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from bastion.defenses.data.cleaning import (
     check_dataset,
     clean_dataset,
 )
+from bastion.defenses.data.confusion import ConfusionReport, ConfusionSettings, confusion_training
 from bastion.defenses.data.findings import Finding
 from bastion.defenses.data.labels import label_issues
 from bastion.defenses.data.poison import POISON_DETECTORS, PoisonReport, detect_poison
@@ -24,11 +25,14 @@ __all__ = [
     "CheckSettings",
     "Cleaned",
     "CleaningRecord",
+    "ConfusionReport",
+    "ConfusionSettings",
     "DataCheck",
     "Finding",
     "PoisonReport",
     "check_dataset",
     "clean_dataset",
+    "confusion_training",
     "detect_poison",
     "label_issues",
 ]

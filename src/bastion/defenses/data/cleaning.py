@@ -10,7 +10,7 @@ taken out of the original and why.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from bastion._progress import NullProgress, Progress
+from bastion.defenses.data.confusion import ConfusionReport, ConfusionSettings, confusion_training
 from bastion.defenses.data.findings import Finding
 from bastion.defenses.data.poison import POISON_DETECTORS, PoisonReport, detect_poison
 from bastion.errors import ConfigError
@@ -32,11 +33,14 @@ CHECKS = (
     "class-balance",
     "label-errors",
     "poison",
+    "confusion",
 )
 # what ``clean`` removes unless told otherwise: data that is broken, copied, mislabelled or poisoned
 # a largest gap at or above this share of the threshold is reported as a warning, never as a clean bill
 NEAR_GAP = 0.6
-DEFAULT_REMOVE = ("schema", "range", "duplicates", "conflicting-duplicates", "label-errors", "poison")
+DEFAULT_REMOVE = ("schema", "range", "duplicates", "conflicting-duplicates", "label-errors", "poison", "confusion")
+# trusted rows the confusion check takes from a dataset's test split when it is not given any
+TRUSTED_ROWS = 2000
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,7 @@ class CheckSettings:
     cross-validation models of the label check (default: the data's reference net); ``gap`` is the poison
     decision rule's threshold in robust standard deviations; ``label_epochs`` the cross-validation models' epochs
     (None: enough for about 1,500 optimiser steps, between 2 and 100 epochs); ``near_tolerance`` the near-duplicate distance as a
-    share of the value range."""
+    share of the value range; ``confusion`` how the confusion check (confusion training) runs."""
 
     checks: tuple[str, ...] = CHECKS
     detector: str = "projection-gap"
@@ -56,6 +60,7 @@ class CheckSettings:
     near_tolerance: float = 0.02
     max_class_ratio: float = 3.0
     seed: int = 0
+    confusion: ConfusionSettings = field(default_factory=ConfusionSettings)
 
     def __post_init__(self) -> None:
         problems = [f"unknown check {c!r} (choose from {', '.join(CHECKS)})" for c in self.checks if c not in CHECKS]
@@ -108,6 +113,8 @@ class DataCheck:
     settings: dict[str, Any]
     features_from: str
     seconds: dict[str, float] = field(default_factory=dict)
+    confusion: ConfusionReport | None = None
+    trusted_from: str = ""
 
     @property
     def verdict(self) -> str:
@@ -133,6 +140,8 @@ class DataCheck:
             "settings": self.settings,
             "features_from": self.features_from,
             "seconds": self.seconds,
+            "confusion": None if self.confusion is None else self.confusion.to_dict(),
+            "trusted_from": self.trusted_from,
         }
 
 
@@ -150,11 +159,14 @@ def check_dataset(
     *,
     settings: CheckSettings | None = None,
     model: Any = None,
+    trusted: tuple[Tensor, Tensor] | None = None,
     progress: Progress | None = None,
 ) -> DataCheck:
     """Run ``settings.checks`` over ``dataset``'s training rows. ``model``: a classifier trained on exactly these
-    rows whose penultimate features the poison detector reads (a TorchClassifier); without it Bastion trains one
-    with the recipe."""
+    rows whose penultimate features the poison detector reads and which the confusion check trains further (a
+    TorchClassifier); without it Bastion trains one with the recipe. ``trusted``: clean (x, y) rows with correct
+    labels for the confusion check; without them it takes up to 2,000 rows of the dataset's test split, and skips
+    (saying so) when there is none."""
     from bastion.defenses.data import labels as label_check
     from bastion.defenses.data import validation as v
 
@@ -211,20 +223,22 @@ def check_dataset(
         findings.extend(_reindex(f, kept) for f in got)
         seconds["label-errors"] = round(time.perf_counter() - t0, 3)
     poison = None
-    features_from = ""
-    if "poison" in checks:
-        t0 = time.perf_counter()
+    features_from = "the given model" if model is not None else ""
+
+    def feature_model() -> Any:
+        nonlocal model, features_from
         if model is None:
             epochs = feature_epochs_for(int(kept.numel()), recipe.batch_size, recipe.epochs)
             r = Recipe(
                 recipe.architecture, dict(recipe.arch_params), epochs, recipe.batch_size, recipe.lr, recipe.weight_decay
             )
-            trained = train_recipe(r, dataset, x[kept], y[kept], seed=settings.seed, progress=progress)
-            model = trained.classifier
+            model = train_recipe(r, dataset, x[kept], y[kept], seed=settings.seed, progress=progress).classifier
             features_from = f"{recipe.architecture} trained by Bastion on these rows ({epochs} epochs)"
-        else:
-            features_from = "the given model"
-        feats = features_of(model, x[kept])
+        return model
+
+    if "poison" in checks:
+        t0 = time.perf_counter()
+        feats = features_of(feature_model(), x[kept])
         report = detect_poison(feats, y[kept], detector=settings.detector, gap=settings.gap, seed=settings.seed)
         flagged = torch.zeros(y.shape[0], dtype=torch.bool)
         flagged[kept[report.flagged]] = True
@@ -233,6 +247,45 @@ def check_dataset(
         poison = PoisonReport(report.detector, report.gap_threshold, report.classes, flagged, scores, report.settings)
         findings.append(_poison_finding(poison, spec))
         seconds["poison"] = round(time.perf_counter() - t0, 3)
+    confusion = None
+    trusted_from = ""
+    if "confusion" in checks:
+        t0 = time.perf_counter()
+        if trusted is None and has_train and dataset.x_test.shape[0] > 0:
+            pick = torch.randperm(dataset.x_test.shape[0], generator=torch.Generator().manual_seed(settings.seed))
+            pick = pick[:TRUSTED_ROWS]
+            trusted = (dataset.x_test[pick], dataset.y_test[pick])
+            trusted_from = f"{pick.numel()} rows of the dataset's test split"
+        elif trusted is not None:
+            trusted_from = f"{trusted[1].shape[0]} given trusted rows"
+        if trusted is None:
+            findings.append(
+                Finding(
+                    "confusion",
+                    "info",
+                    "confusion training did not run: it needs a few hundred trusted clean rows (--trusted FILE, or "
+                    "data with a test split); without it an adaptive poisoner who hides the trigger from the feature "
+                    "detectors goes unseen",
+                )
+            )
+        else:
+            confusion = confusion_training(
+                feature_model().module,
+                x[kept],
+                y[kept],
+                trusted[0],
+                trusted[1],
+                num_classes=spec.num_classes,
+                settings=settings.confusion,
+                progress=progress,
+            )
+            flagged = torch.zeros(y.shape[0], dtype=torch.bool)
+            flagged[kept[confusion.flagged]] = True
+            scores = torch.full((y.shape[0],), float("nan"), dtype=torch.float64)
+            scores[kept] = confusion.scores
+            confusion = replace(confusion, flagged=flagged, scores=scores)
+            findings.append(_confusion_finding(confusion, spec))
+        seconds["confusion"] = round(time.perf_counter() - t0, 3)
     return DataCheck(
         dataset={
             "name": dataset.name,
@@ -251,9 +304,12 @@ def check_dataset(
             "label_epochs": settings.label_epochs,
             "near_tolerance": settings.near_tolerance,
             "seed": settings.seed,
+            "confusion": asdict(settings.confusion),
         },
         features_from=features_from,
         seconds=seconds,
+        confusion=confusion,
+        trusted_from=trusted_from,
     )
 
 
@@ -303,6 +359,53 @@ def _poison_finding(report: PoisonReport, spec: Any) -> Finding:
         tuple(idx.tolist()),
         tuple(report.scores[idx].tolist()),
         f"{report.detector} score",
+        removable=True,
+        details=details,
+    )
+
+
+def _confusion_finding(report: ConfusionReport, spec: Any) -> Finding:
+    names = spec.class_names or tuple(str(i) for i in range(spec.num_classes))
+    details = {
+        "threshold": report.threshold,
+        "held_out_false_rate": report.false_rate,
+        "folds": list(report.folds),
+        "classes": [
+            {"class": names[c.label] if c.label < len(names) else str(c.label)} | asdict(c) for c in report.classes
+        ],
+    }
+    idx = report.indices
+    if not report.conclusive:
+        return Finding(
+            "confusion",
+            "warning",
+            "confusion training is inconclusive: the model could not be confused (more than "
+            f"{report.settings.get('max_false', 0):.1%} of held-out trusted rows kept their label at every check), so "
+            "it says nothing about poison; check that the trusted rows are clean and labelled like DATA",
+            details=details,
+        )
+    if not idx.numel():
+        worst = max(report.classes, key=lambda c: c.fitted, default=None)
+        tail = f" (most: {worst.fitted} in class {names[worst.label]})" if worst is not None and worst.fitted else ""
+        return Finding(
+            "confusion",
+            "info",
+            f"no class looks attacked by confusion training: the confused model fits too few rows of any class with "
+            f"their label{tail}",
+            details=details,
+        )
+    attacked = ", ".join(
+        f"{names[c.label]} ({c.fitted} of {c.size} rows still fitted)" for c in report.classes if c.attacked
+    )
+    idx = idx[torch.argsort(report.scores[idx], descending=True)]
+    return Finding(
+        "confusion",
+        "error",
+        f"{idx.numel()} samples look poisoned: a model confused on trusted data still fits them; attacked classes: "
+        f"{attacked}",
+        tuple(idx.tolist()),
+        tuple(report.scores[idx].tolist()),
+        "probability of the given label under the confused model",
         removable=True,
         details=details,
     )
