@@ -113,7 +113,8 @@ def write_data_report(check: Any, x: Tensor, y: Tensor, spec: Any, out: str | Pa
             f"<p>Trusted rows: {escape(check.trusted_from)}. The model was trained on each half of the rows while "
             "trained ten times as hard on the trusted rows under random wrong labels, which leaves it answering about "
             "1/C for anything that looks like clean data; a row it still answers with its own label with probability "
-            f"{c.threshold:.2f} or more is fitted, and the rows of the other half were scored. Steps per fold: "
+            f"{c.threshold:.2f} or more is fitted, and the rows of the other half were scored; in a class judged "
+            f"attacked every row from {c.attacked_threshold:.2f} is flagged. Steps per fold: "
             f"{escape(steps)}; held-out trusted rows fitted at the checkpoints used: {c.false_rate:.2%} (the "
             f"false-positive rate on clean data).{verdict}</p>"
             + _img(

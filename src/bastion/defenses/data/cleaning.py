@@ -368,6 +368,7 @@ def _confusion_finding(report: ConfusionReport, spec: Any) -> Finding:
     names = spec.class_names or tuple(str(i) for i in range(spec.num_classes))
     details = {
         "threshold": report.threshold,
+        "attacked_threshold": report.attacked_threshold,
         "held_out_false_rate": report.false_rate,
         "folds": list(report.folds),
         "classes": [

@@ -20,9 +20,11 @@ What Bastion adds to the paper, from measuring it on Fashion-MNIST (docs/data-in
   20% (clean, never trained on) are scored. When more than ``max_false`` of them are fitted, confusion is breaking
   down (the model has started to memorise the confusion set and relearn the classes), and the last checkpoint before
   that is used. That share is also the measured false-positive rate of the threshold on clean data.
-- **One absolute threshold** instead of the paper's per-class Gaussian-mixture test: a row is fitted when the model
+- **Absolute thresholds** instead of the paper's per-class Gaussian-mixture test: a row is fitted when the model
   gives its label at least ``1/C + margin (1 - 1/C)`` (0.25 for 10 classes), where clean rows sit at 1/C; a class is
-  attacked when at least ``min_flagged`` rows and ``min_share`` of it are fitted.
+  attacked when at least ``min_flagged`` rows and ``min_share`` of it are fitted. Within an attacked class the bar
+  drops to ``1/C + attacked_margin (1 - 1/C)`` (0.15): clean rows stay within 0.09-0.12 there too, and the adaptive
+  blend's weakest poisons sit between the two bars (recall 0.88 at 0.25 alone on Fashion-MNIST).
 
 Cost: two confusion runs of at most ``steps`` steps of two batches each (about 150 s over Fashion-MNIST's 60,000
 training images on two CPU cores), plus scoring. It needs a model that can be trained (a torch module already fitted
@@ -50,7 +52,8 @@ MIN_TRUSTED = 50
 class ConfusionSettings:
     """How confusion training runs and decides (module docstring): at most ``steps`` steps per fold, a held-out check
     every ``check_every``; the confusion batch weighs ``weight`` times the inspected batch (the paper's lambda);
-    ``margin`` places the fitted threshold between 1/C and 1; ``max_false`` is the largest share of held-out trusted
+    ``margin`` places the fitted threshold between 1/C and 1 (``attacked_margin`` the lower one used inside a class
+    judged attacked); ``max_false`` is the largest share of held-out trusted
     rows fitted before the run is stopped; ``holdout`` the share of trusted rows kept for that check."""
 
     steps: int = 1000
@@ -59,6 +62,7 @@ class ConfusionSettings:
     batch_size: int = 128
     lr: float = 1e-3
     margin: float = 1 / 6
+    attacked_margin: float = 1 / 18
     max_false: float = 0.005
     min_share: float = 0.01
     min_flagged: int = 10
@@ -73,16 +77,19 @@ class ConfusionSettings:
             problems.append(f"weight must be > 1 (the confusion batch outweighs the inspected one), got {self.weight}")
         if self.batch_size < 1 or not 0 < self.lr < 1:
             problems.append(f"batch_size must be >= 1 and lr in (0, 1), got {self.batch_size}, {self.lr}")
-        if not 0 < self.margin < 1 or not 0 <= self.max_false < 1 or not 0 <= self.min_share < 1:
-            problems.append("margin must be in (0, 1), max_false and min_share in [0, 1)")
+        if not 0 < self.attacked_margin <= self.margin < 1:
+            problems.append(f"need 0 < attacked_margin <= margin < 1, got {self.attacked_margin}, {self.margin}")
+        if not 0 <= self.max_false < 1 or not 0 <= self.min_share < 1:
+            problems.append("max_false and min_share must be in [0, 1)")
         if not 0 < self.holdout < 1 or self.min_flagged < 1:
             problems.append(f"holdout must be in (0, 1) and min_flagged >= 1, got {self.holdout}, {self.min_flagged}")
         if problems:
             raise ConfigError("invalid confusion-training settings", problems=problems)
 
-    def threshold(self, num_classes: int) -> float:
-        """The probability of its label above which a row counts as fitted by the confused model."""
-        return 1 / num_classes + self.margin * (1 - 1 / num_classes)
+    def threshold(self, num_classes: int, *, attacked: bool = False) -> float:
+        """The probability of its label from which a row counts as fitted by the confused model (inside a class
+        already judged attacked with ``attacked``)."""
+        return 1 / num_classes + (self.attacked_margin if attacked else self.margin) * (1 - 1 / num_classes)
 
 
 @dataclass(frozen=True)
@@ -99,10 +106,11 @@ class ConfusionClass:
 @dataclass(frozen=True)
 class ConfusionReport:
     """The decision over a training set: each row's probability of its label under the confused model that did not
-    train on it (``scores``), the flagged rows (the fitted rows of attacked classes), each class's verdict, and per
-    fold the steps used and the held-out false-fit share at each check."""
+    train on it (``scores``), the flagged rows (the rows of attacked classes at or above ``attacked_threshold``),
+    each class's verdict, and per fold the steps used and the held-out false-fit share at each check."""
 
     threshold: float
+    attacked_threshold: float
     scores: Tensor  # (N,) float64
     flagged: Tensor  # (N,) bool
     classes: tuple[ConfusionClass, ...]
@@ -131,6 +139,7 @@ class ConfusionReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "threshold": self.threshold,
+            "attacked_threshold": self.attacked_threshold,
             "attacked_classes": self.attacked,
             "conclusive": self.conclusive,
             "flagged": int(self.flagged.sum()),
@@ -271,6 +280,7 @@ def confusion_training(
         scores[scored] = _probs(model, xs[scored], ys[scored]).cpu()
         folds.append({"fold": k, "rows_scored": int(scored.numel())} | info)
     fitted = scores >= threshold
+    inner = scores >= s.threshold(num_classes, attacked=True)
     if not all(f["steps"] > 0 for f in folds):  # an unconfused model fits every row: that says nothing
         fitted[:] = False
     flagged = torch.zeros_like(fitted)
@@ -282,10 +292,11 @@ def confusion_training(
         share = hits / idx.numel() if idx.numel() else 0.0
         attacked = hits >= s.min_flagged and share >= s.min_share
         if attacked:
-            flagged[idx[fitted[idx]]] = True
+            flagged[idx[inner[idx]]] = True
         classes.append(ConfusionClass(label, int(idx.numel()), hits, share, attacked))
     return ConfusionReport(
         threshold,
+        s.threshold(num_classes, attacked=True),
         scores,
         flagged,
         tuple(classes),
