@@ -22,41 +22,39 @@ def _img(data: bytes, alt: str, caption: str) -> str:
     )
 
 
+def _class_bars(
+    classes: Any, values: list[float], line: float, legend: str, ylabel: str, class_names: tuple[str, ...]
+) -> bytes:
+    """One bar per class (red where judged attacked) against the decision line."""
+    fig, ax = subplots(figsize=(6.0, 3.0))
+    labels = [class_names[c.label] if c.label < len(class_names) else str(c.label) for c in classes]
+    ax.bar(range(len(classes)), values, color=["#c0392b" if c.attacked else "#7f8c8d" for c in classes])
+    ax.axhline(line, color="k", ls="--", lw=0.8, label=legend)
+    ax.set_xticks(range(len(classes)))
+    ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=7)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7)
+    return png(fig)
+
+
 def _gap_plot(check: Any, class_names: tuple[str, ...]) -> bytes | None:
     if check.poison is None or not check.poison.classes:
         return None
-    classes = check.poison.classes
-    fig, ax = subplots(figsize=(6.0, 3.0))
-    labels = [class_names[c.label] if c.label < len(class_names) else str(c.label) for c in classes]
-    colours = ["#c0392b" if c.attacked else "#7f8c8d" for c in classes]
-    ax.bar(range(len(classes)), [c.gap for c in classes], color=colours)
-    ax.axhline(
-        check.poison.gap_threshold, color="k", ls="--", lw=0.8, label=f"threshold {check.poison.gap_threshold:g}"
+    p = check.poison
+    gaps = [c.gap for c in p.classes]
+    return _class_bars(
+        p.classes, gaps, p.gap_threshold, f"threshold {p.gap_threshold:g}", "gap (robust SDs)", class_names
     )
-    ax.set_xticks(range(len(classes)))
-    ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=7)
-    ax.set_ylabel("gap (robust SDs)")
-    ax.legend(fontsize=7)
-    return png(fig)
 
 
 def _fitted_plot(check: Any, class_names: tuple[str, ...]) -> bytes | None:
     """Share of each class the confused model still fits, against the share that marks a class attacked."""
     if check.confusion is None or not check.confusion.classes:
         return None
-    classes = check.confusion.classes
-    fig, ax = subplots(figsize=(6.0, 3.0))
-    labels = [class_names[c.label] if c.label < len(class_names) else str(c.label) for c in classes]
-    ax.bar(
-        range(len(classes)), [c.share for c in classes], color=["#c0392b" if c.attacked else "#7f8c8d" for c in classes]
-    )
-    floor = float(check.confusion.settings.get("min_share", 0.01))
-    ax.axhline(floor, color="k", ls="--", lw=0.8, label=f"attacked from {floor:.0%}")
-    ax.set_xticks(range(len(classes)))
-    ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=7)
-    ax.set_ylabel("share still fitted")
-    ax.legend(fontsize=7)
-    return png(fig)
+    c = check.confusion
+    floor = float(c.settings.get("min_share", 0.01))
+    shares = [k.share for k in c.classes]
+    return _class_bars(c.classes, shares, floor, f"attacked from {floor:.0%}", "share still fitted", class_names)
 
 
 def _grid(x: Tensor, indices: tuple[int, ...], labels: Tensor, class_names: tuple[str, ...]) -> bytes | None:
