@@ -11,7 +11,9 @@ mapping from failure to exit status lives in one place::
     │   ├── UnknownNameError            an attack, dataset or architecture name not in its registry
     │   ├── DatasetNotFoundError        data files missing on disk (names the install command)
     │   └── ArtifactError               a model file or card that cannot be used
-    │       └── IntegrityError          weights whose sha256 does not match their card
+    │       ├── IntegrityError          weights whose sha256 does not match their card; an artifact that fails
+    │       │                           verification against its registry manifest and signature
+    │       └── UnsafeArtifactError     a pickle that can run code when loaded (refused before anything loads it)
     ├── RemoteModelError (exit 3)       an HTTP model endpoint that failed, timed out or answered garbage
     └── GatewayError (bastion.gateway.errors; exit 2 for a 4xx, 3 for a 5xx)  a request the gateway refuses, with
                                         its HTTP status: the one place statuses are decided
@@ -35,6 +37,7 @@ __all__ = [
     "PolicyError",
     "RemoteModelError",
     "UnknownNameError",
+    "UnsafeArtifactError",
     "UserError",
 ]
 
@@ -92,6 +95,10 @@ class ArtifactError(UserError):
 
 class IntegrityError(ArtifactError):
     """An artifact's content hash does not match the hash recorded for it."""
+
+
+class UnsafeArtifactError(ArtifactError):
+    """A serialized artifact (a pickle, a torch.save checkpoint, joblib) that can run code when it is loaded."""
 
 
 class RemoteModelError(BastionError):

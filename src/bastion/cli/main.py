@@ -24,6 +24,7 @@ from bastion.cli.drift import drift
 from bastion.cli.harden import harden
 from bastion.cli.incidents import incidents_app
 from bastion.cli.keys import keys_app
+from bastion.cli.registry import registry_app
 from bastion.cli.serve import serve
 from bastion.cli.threat import threat_app
 from bastion.cli.train import train
@@ -47,6 +48,7 @@ app.add_typer(incidents_app, name="incidents")
 app.add_typer(audit_app, name="audit")
 app.add_typer(threat_app, name="threat")
 app.add_typer(data_app, name="data")
+app.add_typer(registry_app, name="registry")
 
 
 def _print_version(value: bool) -> None:
