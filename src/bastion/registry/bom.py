@@ -103,7 +103,7 @@ def model_bom(registry: Registry, ref: str) -> dict[str, Any]:
     )
     bom = Bom()
     bom.metadata.component = subject
-    from cyclonedx.builder.this import this_component
+    from cyclonedx.contrib.this.builders import this_component
 
     bom.metadata.tools.components.add(this_component())
     bom.metadata.tools.components.add(Component(name="bastion-ml", version=__version__, type=ComponentType.APPLICATION))

@@ -194,8 +194,8 @@ def describe_dataset(source: str) -> Description:
                 if src:
                     parents.append(ParentHint("source", "dataset", str(src), "the dataset it was cleaned from"))
                 transformation = "clean"
-                settings = {k: cleaning[k] for k in ("checks", "remove", "action", "settings") if k in cleaning}
-                cleaning = {k: v for k, v in cleaning.items() if k not in ("rows", "removed_rows")}
+                settings = {k: cleaning[k] for k in ("action", "removed_by", "check_settings") if k in cleaning}
+                cleaning = {k: v for k, v in cleaning.items() if k != "rows"}  # the removed rows stay in the file
         name = path.stem if path.is_file() else path.name
     else:
         raise ConfigError(

@@ -96,7 +96,8 @@ def convert_checkpoint(source: str | Path, out: str | Path) -> Conversion:
         state = torch.load(src, map_location="cpu", weights_only=True)
     except Exception as e:  # torch's restricted unpickler refuses anything but tensors and containers
         raise ArtifactError(
-            f"{src.name} passed the scan but torch's weights-only loader refused it: {str(e).splitlines()[0]}"
+            f"{src.name} passed the scan but torch's weights-only loader refused it: "
+            f"{str(e).splitlines()[0].split('. ')[0]}; save the checkpoint with torch.save(model.state_dict())"
         ) from None
     for key in ("state_dict", "model_state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
