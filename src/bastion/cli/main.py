@@ -57,13 +57,21 @@ def _print_version(value: bool) -> None:
         raise typer.Exit(0)
 
 
+# commands that mostly never touch torch: its 3 s import is paid only by the few that do (they call
+# configure_threads themselves, see bastion.cli.registry)
+_TORCHLESS = {"registry"}
+
+
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: bool = typer.Option(
         False, "--version", help="print the version and exit", is_eager=True, callback=_print_version
     ),
 ) -> None:
     """Secure machine-learning models: red-team, harden, sign, serve, monitor, respond."""
+    if ctx.invoked_subcommand in _TORCHLESS:
+        return
     from bastion._torch import configure_threads  # torch loads here, for a command, never for --version or --help
 
     configure_threads()

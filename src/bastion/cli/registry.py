@@ -57,6 +57,13 @@ def _key(sign: Path | None, password_env: str | None) -> Any:
     return key
 
 
+def _torch_threads() -> None:
+    """For the registry commands that load data or models: torch's threads as every other command sets them."""
+    from bastion._torch import configure_threads
+
+    configure_threads()
+
+
 def _trust(keys: list[Path] | None) -> Any:
     from bastion.registry import TrustPolicy
 
@@ -128,6 +135,7 @@ def add(
     if kind not in ("auto", "model", "dataset", "report"):
         raise ConfigError(f"--kind must be auto, model, dataset or report, got {kind!r}")
     key = _key(sign, password_env)
+    _torch_threads()
     kind = _guess_kind(source) if kind == "auto" else kind
     if assessment is not None and kind != "model":
         raise ConfigError("--assessment applies to models only")
@@ -164,6 +172,7 @@ def import_(
     from bastion.registry import import_model
 
     key = _key(sign, password_env)
+    _torch_threads()
     with _open(registry) as reg:
         row, scan = import_model(reg, source, convert=convert, arch=arch, name=name, sign_with=key)
         manifest = reg.manifest(row)
@@ -197,13 +206,19 @@ def scan(
 def list_(
     registry: RegOpt = DEFAULT,
     kind: Annotated[str | None, typer.Option(help="model, dataset or report")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON rows (for scripts)")] = False,
 ) -> None:
     """List every artifact version."""
     if kind not in (None, "model", "dataset", "report"):
         raise ConfigError(f"--kind must be model, dataset or report, got {kind!r}")
     with _open(registry) as reg:
         rows = reg.rows(kind)
-    table = Table("id", "kind", "name", "version", "created", "size", "signer")
+    if as_json:
+        typer.echo(json.dumps([r.to_dict() for r in rows], indent=1))
+        return
+    table = Table()
+    for col in ("id", "kind", "name", "version", "created", "bytes", "signer"):
+        table.add_column(col, overflow="fold", min_width=len(col))
     for r in rows:
         table.add_row(
             r.id[:12], r.kind, escape(r.name), str(r.version), r.created, f"{r.size:,}", (r.signer or "-")[:12]
