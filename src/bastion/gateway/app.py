@@ -396,6 +396,13 @@ def create_app(gateway: Gateway) -> FastAPI:
         result: dict[str, Any] = await admin(request, "revoke_key", run)
         return result
 
+    @app.post("/v1/admin/models/{name}/reload", tags=["admin"], responses=_ERRORS)
+    async def reload_model(request: Request, name: ModelName) -> dict[str, Any]:
+        """Load a served model again (a registry NAME picks up its newest version); a registry artifact is verified
+        first and refused (409, the old model keeps serving) when it fails."""
+        result: dict[str, Any] = await admin(request, "reload_model", lambda _: gateway.reload_model(name))
+        return result
+
     @app.get("/v1/admin/incidents", tags=["admin"], responses=_ERRORS)
     async def list_incidents(request: Request, status: str | None = None) -> dict[str, Any]:
         result: dict[str, Any] = await admin(

@@ -32,12 +32,31 @@ class ModelEntry(_Strict):
     state them (TorchScript, bare safetensors); ``trust`` lists skops types to trust beyond skops' defaults.
     """
 
-    paths: list[Path] = Field(min_length=1)
+    paths: list[Path] = Field(default_factory=list)
+    artifacts: list[str] = Field(
+        default_factory=list,
+        description="registry artifacts to serve (NAME for its newest version, NAME@VERSION or an id); each is "
+        "verified against registry.trust before it loads, at start and on every reload",
+    )
     input_shape: list[int] | None = None
     bounds: tuple[float, float] | None = None
     class_names: list[str] | None = None
     arch: str | None = None
     trust: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelEntry:
+        if bool(self.paths) == bool(self.artifacts):
+            raise ValueError("give a model either paths (files) or artifacts (registry references), not both or none")
+        return self
+
+
+class RegistryConfig(_Strict):
+    """Serve only verified registry artifacts: every model must name ``artifacts``, each verified (files, manifest,
+    lineage and an OpenSSF model-signing signature by one of ``trust``) at start and on reload."""
+
+    path: Path
+    trust: list[Path] = Field(min_length=1, description="trusted signers: PEM public keys, or folders of them")
 
 
 class LimitsConfig(_Strict):
@@ -217,6 +236,20 @@ class GatewayConfig(_Strict):
     detectors: DetectorsConfig = DetectorsConfig()
     audit: AuditConfig = AuditConfig()
     server: ServerConfig = ServerConfig()
+    registry: RegistryConfig | None = None
+
+    @model_validator(mode="after")
+    def _sources(self) -> GatewayConfig:
+        files = [n for n, e in self.models.items() if e.paths]
+        artifacts = [n for n, e in self.models.items() if e.artifacts]
+        if self.registry is not None and files:
+            raise ValueError(
+                f"with a registry configured the gateway serves only verified registry artifacts; models {files} "
+                "name files: register them (`bastion registry add`) and list them under artifacts"
+            )
+        if self.registry is None and artifacts:
+            raise ValueError(f"models {artifacts} name registry artifacts; configure registry (path and trust)")
+        return self
 
     @field_validator("models")
     @classmethod
@@ -243,8 +276,19 @@ class GatewayConfig(_Strict):
         base_data = monitors.baseline
         if base_data is not None and not Path(base_data).is_absolute() and (base / base_data).exists():
             monitors = monitors.model_copy(update={"baseline": str((base / base_data).resolve())})
+        registry = self.registry
+        if registry is not None:
+            registry = registry.model_copy(
+                update={"path": fix(registry.path), "trust": [fix(p) for p in registry.trust]}
+            )
         return self.model_copy(
-            update={"models": models, "database": database, "secret_file": secret, "monitors": monitors}
+            update={
+                "models": models,
+                "database": database,
+                "secret_file": secret,
+                "monitors": monitors,
+                "registry": registry,
+            }
         )
 
 

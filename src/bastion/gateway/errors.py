@@ -43,6 +43,7 @@ STATUS: dict[str, int] = {
     "not_found": 404,
     "method_not_allowed": 405,
     "already_resolved": 409,
+    "model_refused": 409,  # a model (re)load refused: its registry artifact failed verification
     # how much they ask
     "rate_limited": 429,
     "over_budget": 413,  # one request holds more inputs than the key may ever send in its window
@@ -56,7 +57,9 @@ STATUS: dict[str, int] = {
 class GatewayError(BastionError):
     """A request the gateway refuses. ``message`` says what was wrong and how to fix it; it never holds a trace."""
 
-    def __init__(self, code: str, message: str, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, code: str, message: str, *, headers: dict[str, str] | None = None, audit: dict[str, object] | None = None
+    ) -> None:
         super().__init__(message)
         if code not in STATUS:
             raise KeyError(f"gateway error code {code!r} has no status in gateway.errors.STATUS")
@@ -65,6 +68,7 @@ class GatewayError(BastionError):
         self.code = code
         self.message = message
         self.headers = headers or {}
+        self.audit = audit or {}  # details for the audit event (never sent to the client beyond the message)
         self.request_id: str | None = None  # set by the pipeline once the request is in the audit log
 
     def to_dict(self) -> dict[str, object]:

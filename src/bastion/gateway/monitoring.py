@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from bastion.data import load_dataset
@@ -15,10 +17,13 @@ from bastion.monitors.base import Monitor
 CALIBRATION_INPUTS = 12_000  # the probing monitor trains its encoder on 10,000 and calibrates on 2,000 unseen
 
 
-def clean_inputs(config: GatewayConfig, name: str, model: Ensemble) -> torch.Tensor:
+def clean_inputs(config: GatewayConfig, name: str, model: Ensemble, first: Path | None = None) -> torch.Tensor:
+    """Inputs to calibrate ``name``'s monitors on: ``monitors.baseline``, else the dataset named by the card of its
+    first member (``first``: that member's file; default the first of the entry's paths)."""
     dataset = config.monitors.baseline
     if dataset is None:
-        first = config.models[name].paths[0]
+        entry = config.models[name]
+        first = first if first is not None else (entry.paths[0] if entry.paths else Path(name))
         if not first.with_suffix(".json").is_file():
             raise ConfigError(
                 f"model {name!r} ({first.name}) names no dataset to calibrate its monitors on; set monitors.baseline "

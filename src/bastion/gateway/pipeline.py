@@ -123,6 +123,73 @@ def _compile_for_serving(
             screens[name].compile_inference(model, threads=threads)
 
 
+def _calibrate(
+    config: GatewayConfig, models: dict[str, Ensemble], sources: dict[str, list[Any]]
+) -> tuple[dict[str, list[Monitor]], dict[str, Screen]]:
+    """Monitors and input detectors for ``models``, calibrated on clean inputs (when any is enabled)."""
+    from pathlib import Path
+
+    from bastion.gateway.monitoring import build_monitors, clean_inputs
+    from bastion.gateway.screening import build_screen
+    from bastion.monitors import MONITORS
+
+    needed = config.detectors.enabled or any(config.monitors.settings(m).enabled for m in MONITORS.names())
+    clean = (
+        {
+            name: clean_inputs(config, name, model, Path(sources[name][0].path) if sources.get(name) else None)
+            for name, model in models.items()
+        }
+        if needed
+        else {}
+    )
+    built = build_monitors(config, models, clean)
+    screens = {name: build_screen(config.detectors, name, models[name], x) for name, x in clean.items()}
+    return built, screens
+
+
+def record_refused_start(config: GatewayConfig, name: str, exc: Any) -> None:
+    """Log, audit and open an incident for a served model refused at start (the store is opened for that)."""
+    from bastion.gateway.admin import open_admin
+    from bastion.gateway.artifacts import ARTIFACT_INCIDENT
+    from bastion.monitors.base import Severity
+
+    problems = list(exc.problems) or [exc.message]
+    log.error("refusing to start: model %s: %s: %s", name, exc.message, "; ".join(problems))
+    now = time.time()
+    handle = open_admin(config)
+    try:
+        handle.audit.record(
+            AuditEvent(
+                time=now,
+                request_id=uuid.uuid4().hex,
+                key_id=None,
+                model=name,
+                input_hash=None,
+                n_inputs=0,
+                decision="refused:model_refused",
+                status=409,
+                latency_ms=0.0,
+                output={"model": name, "problems": problems, "when": "start"},
+                client="gateway",
+            )
+        )
+        handle.incidents.record_alert(
+            Alert(
+                "registry",
+                ARTIFACT_INCIDENT,
+                None,
+                Severity.CRITICAL,
+                f"model {name}: {exc.message}",
+                float(len(problems)),
+                "AML.T0010",
+                now,
+                {"model": name, "problems": problems},
+            )
+        )
+    finally:
+        handle.close()
+
+
 class Gateway:
     """Authentication, limits, validation, models, monitors, threat levels, incidents and audit, as one object."""
 
@@ -172,43 +239,109 @@ class Gateway:
         self.numeric = NumericWorker(self.compute)
         self.started = clock()
         self._last_sweep = self.started
+        self.sources: dict[str, list[Any]] = {}  # where each served model came from (gateway.artifacts.Source)
+        self.monitored = bool(monitors)
 
     @classmethod
     def from_config(cls, config: GatewayConfig, *, monitors: bool = True) -> Gateway:
-        """Open the store, the server secret and every served model named in ``config``, with calibrated monitors."""
-        from bastion.models.formats import SpecHints, load_classifier
+        """Open the store, the server secret and every served model named in ``config``, with calibrated monitors.
+
+        A registry artifact that fails verification stops the start: the refusal is logged, audited and opened as
+        an incident (the store is opened for that alone), and the error names every reason."""
+        from bastion.errors import IntegrityError
+        from bastion.gateway.artifacts import load_members
 
         torch.set_num_threads(config.threads)
-        models = {}
+        models, sources = {}, {}
         for name, entry in config.models.items():  # first, so a bad model leaves no database or secret file behind
-            hints = SpecHints(
-                input_shape=tuple(entry.input_shape) if entry.input_shape else None,
-                num_classes=len(entry.class_names) if entry.class_names else None,
-                bounds=entry.bounds,
-                class_names=tuple(entry.class_names) if entry.class_names else None,
-            )
-            members = [
-                load_classifier(p, hints=hints, arch=entry.arch, trusted_types=entry.trust).classifier
-                for p in entry.paths
-            ]
+            try:
+                members, sources[name] = load_members(config, entry)
+            except IntegrityError as exc:
+                record_refused_start(config, name, exc)
+                raise
             models[name] = Ensemble(members)
         built = None
         screens: dict[str, Screen] = {}
         if monitors:  # before the store too: a monitor that cannot be calibrated leaves nothing behind
-            from bastion.gateway.monitoring import build_monitors, clean_inputs
-            from bastion.gateway.screening import build_screen
-            from bastion.monitors import MONITORS
-
-            needed = config.detectors.enabled or any(config.monitors.settings(m).enabled for m in MONITORS.names())
-            clean = {name: clean_inputs(config, name, model) for name, model in models.items()} if needed else {}
-            built = build_monitors(config, models, clean)
-            screens = {name: build_screen(config.detectors, name, models[name], x) for name, x in clean.items()}
+            built, screens = _calibrate(config, models, sources)
         if config.runtime == "onnxruntime":
             _compile_for_serving(models, screens, built or {}, config.threads)
         from bastion.gateway.admin import open_store
 
         store, secret = open_store(config)
-        return cls(config, store, models, built, screens=screens, secret=secret)
+        gateway = cls(config, store, models, built, screens=screens, secret=secret)
+        gateway.sources = sources
+        gateway.monitored = monitors
+        return gateway
+
+    def reload_model(self, name: str) -> dict[str, Any]:
+        """Load ``name`` again from its files or registry artifacts (a NAME reference picks up a newer version).
+
+        A registry artifact is verified first; one that fails is refused, the verified model already in memory
+        keeps serving, and the refusal is logged and opened as an incident (the admin request's audit event holds
+        the reasons). A changed model gets freshly calibrated monitors and detectors; per-key monitor history for
+        it starts again, and the reply says so."""
+        from bastion.errors import BastionError, IntegrityError
+        from bastion.gateway.artifacts import load_members
+
+        entry = self.config.models.get(name)
+        if entry is None:
+            raise GatewayError("unknown_model", f"no model named {name!r}; served: {', '.join(self.models)}")
+        try:
+            members, sources = load_members(self.config, entry)
+        except IntegrityError as exc:
+            problems = list(exc.problems) or [exc.message]
+            self._open_artifact_incident(name, exc.message, problems)
+            log.error("refused to reload %s: %s", name, "; ".join(problems))
+            raise GatewayError(
+                "model_refused",
+                f"model {name} was not reloaded: {exc.message}: {'; '.join(problems)}. The verified version loaded "
+                "before keeps serving",
+                audit={"model": name, "problems": problems},
+            ) from None
+        except BastionError as exc:
+            log.error("could not reload %s: %s", name, exc.message)
+            raise GatewayError(
+                "model_refused",
+                f"model {name} was not reloaded: {' '.join(str(exc).split())}. The version loaded before keeps serving",
+                audit={"model": name, "problems": [exc.message]},
+            ) from None
+        old = self.sources.get(name, [])
+        changed = [s.sha256 for s in sources] != [s.sha256 for s in old]
+        notes = []
+        if changed:
+            model = Ensemble(members)
+            built: dict[str, list[Monitor]] = {}
+            screens: dict[str, Screen] = {}
+            if self.monitored:
+                built, screens = _calibrate(self.config, {name: model}, {name: sources})
+            if self.config.runtime == "onnxruntime":
+                _compile_for_serving({name: model}, screens, built, self.config.threads)
+            with self._monitor_lock:
+                self.models[name] = model
+                self.screens[name] = screens.get(name, Screen(()))
+                self.monitors[name] = list(built.get(name, []))
+            notes.append("the model changed: its monitors and detectors were calibrated again (per-key history reset)")
+        self.sources[name] = sources
+        return {"model": name, "changed": changed, "sources": [s.to_dict() for s in sources], "notes": notes}
+
+    def _open_artifact_incident(self, name: str, message: str, problems: list[str]) -> None:
+        from bastion.gateway.artifacts import ARTIFACT_INCIDENT
+        from bastion.monitors.base import Severity
+
+        self.incidents.record_alert(
+            Alert(
+                monitor="registry",
+                kind=ARTIFACT_INCIDENT,
+                key_id=None,
+                severity=Severity.CRITICAL,
+                message=f"model {name}: {message}",
+                score=float(len(problems)),
+                atlas="AML.T0010",
+                time=self.clock(),
+                evidence={"model": name, "problems": problems},
+            )
+        )
 
     def close(self) -> None:
         self.numeric.close()
@@ -274,6 +407,8 @@ class Gateway:
             exc.request_id = trace.request_id
             raise exc
         if isinstance(exc, GatewayError):
+            if exc.audit:
+                trace.output = {**trace.output, **exc.audit}
             self._write_audit(trace, f"refused:{exc.code}", exc.status, t0, client)
             exc.request_id = trace.request_id
             raise exc
@@ -557,9 +692,11 @@ class Gateway:
             trace.key_id = principal.key_id
             result = fn(principal)
             if scope is Scope.ADMIN and isinstance(result, dict):  # the audit event names what the action changed
-                target = result.get("key_id", result.get("incident_id"))
+                target = result.get("key_id", result.get("incident_id", result.get("model")))
                 if target is not None:
                     trace.output = {"target": str(target)}
+                if "sources" in result:  # a reload: which files or verified artifacts now serve
+                    trace.output["sources"] = result["sources"]
             return result
 
         return self._audited(trace, action, client, run)
