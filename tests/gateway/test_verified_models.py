@@ -158,3 +158,29 @@ def test_the_configuration_keeps_files_and_artifacts_apart(reg: dict[str, Any], 
         parse_config({"models": {"d": {"artifacts": ["x"]}}}, base=reg["tmp"])
     with pytest.raises(ConfigError, match="either paths"):
         parse_config({"models": {"d": {"artifacts": ["x"], "paths": ["y"]}}}, base=reg["tmp"])
+
+
+def test_a_rollback_to_an_older_signed_version_is_refused_on_reload(
+    reg: dict[str, Any], digits_model_file: Path
+) -> None:
+    """An attacker who can edit the registry's index deletes the newest version, so NAME resolves to an older (still
+    validly signed) one: every signature checks out, but the running gateway refuses to go backwards."""
+    gw = Gateway.from_config(_config(reg), monitors=False)
+    try:
+        _, admin = gw.keys.create("ops", ["admin"])
+        with Registry.open(reg["root"]) as r:
+            v2 = r.add_model(
+                perturbed(digits_model_file, reg["tmp"] / "digits.safetensors"), sign_with=SigningKey(reg["key"])
+            )
+        client = TestClient(create_app(gw))
+        h = {"Authorization": f"Bearer {admin}"}
+        assert client.post("/v1/admin/models/digits/reload", headers=h).json()["sources"][0]["version"] == 2
+        eng = sa.create_engine(f"sqlite:///{reg['root'] / 'index.db'}")
+        with eng.begin() as c:
+            c.execute(sa.text("delete from artifacts where id = :i"), {"i": v2.id})
+        eng.dispose()
+        r = client.post("/v1/admin/models/digits/reload", headers=h)
+        assert r.status_code == 409 and "rollback" in r.json()["error"]["message"], r.text
+        assert gw.sources["digits"][0].artifact == v2.id
+    finally:
+        gw.close()

@@ -138,3 +138,43 @@ def test_formats_without_pickled_code_are_not_pickles(digits_model_file: Path, t
     garbage = tmp_path / "broken.pkl"
     garbage.write_bytes(b"\x80\x04\x95garbage")
     assert scan_file(garbage).verdict == "unsafe"
+
+
+def _evasive(tmp: Path, marker: Path) -> dict[str, bytes]:
+    """Payloads an attacker who knows the scanners would try: callables outside the usual denylists."""
+    import code
+    import importlib
+    import pydoc
+
+    class Pager:
+        def __reduce__(self) -> tuple[object, ...]:
+            return (pydoc.pipepager, ("x", f"touch {marker}"))
+
+    class Importer:
+        def __reduce__(self) -> tuple[object, ...]:
+            return (importlib.import_module, ("os",))
+
+    class Interpreter:
+        def __reduce__(self) -> tuple[object, ...]:
+            return (code.InteractiveInterpreter().runsource, (f"open({str(marker)!r}, 'w')",))
+
+    class Nested:  # unpickle another file through torch.load, which is not an allowlisted rebuild function
+        def __reduce__(self) -> tuple[object, ...]:
+            return (torch.load, (str(tmp / "system_p4.pkl"),))
+
+    return {
+        n: pickle.dumps(c(), protocol=4)
+        for n, c in [("pager", Pager), ("importer", Importer), ("interpreter", Interpreter), ("nested", Nested)]
+    }
+
+
+@pytest.mark.parametrize("name", ["pager", "importer", "interpreter", "nested"])
+def test_payloads_built_to_evade_a_denylist_are_refused_by_the_allowlist(
+    name: str, malicious: tuple[dict[str, Path], Path], tmp_path: Path
+) -> None:
+    files, marker = malicious
+    p = tmp_path / f"{name}.pkl"
+    p.write_bytes(_evasive(files["system_p4.pkl"].parent, marker)[name])
+    r = scan_file(p)
+    assert not r.loadable and any(f.tool == "fickling" for f in r.findings), r.findings
+    assert not marker.exists()

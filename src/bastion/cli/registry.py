@@ -28,6 +28,16 @@ TrustOpt = Annotated[
     typer.Option("--trust", help="a trusted public key (PEM) or a folder of them (repeatable)"),
 ]
 SignOpt = Annotated[Path | None, typer.Option("--sign", help="sign with this private key (PEM, `registry keygen`)")]
+SignCertOpt = Annotated[
+    Path | None, typer.Option("--sign-cert", help="certificate mode: the signing certificate (PEM) of --sign's key")
+]
+SignChainOpt = Annotated[
+    list[Path] | None, typer.Option("--sign-chain", help="certificate mode: intermediate certificates (repeatable)")
+]
+TrustChainOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--trust-chain", help="trust certificates that chain to this root/intermediate (PEM; repeatable)"),
+]
 PasswordOpt = Annotated[
     str | None, typer.Option("--password-env", help="environment variable holding the signing key's password")
 ]
@@ -40,19 +50,23 @@ def _open(path: Path) -> Any:
     return Registry.open(path)
 
 
-def _key(sign: Path | None, password_env: str | None) -> Any:
+def _key(sign: Path | None, password_env: str | None, cert: Path | None = None, chain: list[Path] | None = None) -> Any:
     from bastion.registry import SigningKey
 
     if sign is None:
-        if password_env:
-            raise ConfigError("--password-env is for the signing key; give --sign KEY too")
+        if password_env or cert or chain:
+            raise ConfigError("--password-env, --sign-cert and --sign-chain are for a signing key; give --sign KEY too")
         return None
     password = None
     if password_env:
         password = os.environ.get(password_env)
         if password is None:
             raise ConfigError(f"--password-env {password_env}: that environment variable is not set")
-    key = SigningKey(sign, password)
+    if bool(chain) != (cert is not None):
+        raise ConfigError(
+            "certificate mode takes both --sign-cert (the key's certificate) and --sign-chain (up to the root)"
+        )
+    key = SigningKey(sign, password, cert, tuple(chain or ()))
     key.check()
     return key
 
@@ -64,10 +78,10 @@ def _torch_threads() -> None:
     configure_threads()
 
 
-def _trust(keys: list[Path] | None) -> Any:
+def _trust(keys: list[Path] | None, chain: list[Path] | None = None) -> Any:
     from bastion.registry import TrustPolicy
 
-    return TrustPolicy.from_keys(list(keys or []))
+    return TrustPolicy.from_keys(list(keys or []), list(chain or []))
 
 
 @registry_app.command("init")
@@ -129,12 +143,14 @@ def add(
         Path | None, typer.Option(help="this model's assess report (folder or results.json): its verdict is recorded")
     ] = None,
     sign: SignOpt = None,
+    sign_cert: SignCertOpt = None,
+    sign_chain: SignChainOpt = None,
     password_env: PasswordOpt = None,
 ) -> None:
     """Register an artifact version; its lineage is read from what Bastion wrote beside it."""
     if kind not in ("auto", "model", "dataset", "report"):
         raise ConfigError(f"--kind must be auto, model, dataset or report, got {kind!r}")
-    key = _key(sign, password_env)
+    key = _key(sign, password_env, sign_cert, sign_chain)
     _torch_threads()
     kind = _guess_kind(source) if kind == "auto" else kind
     if assessment is not None and kind != "model":
@@ -166,12 +182,14 @@ def import_(
     ] = None,
     name: Annotated[str | None, typer.Option(help="artifact name (default: the file's)")] = None,
     sign: SignOpt = None,
+    sign_cert: SignCertOpt = None,
+    sign_chain: SignChainOpt = None,
     password_env: PasswordOpt = None,
 ) -> None:
     """Scan a model from elsewhere and register it; a pickle that can run code is refused."""
     from bastion.registry import import_model
 
-    key = _key(sign, password_env)
+    key = _key(sign, password_env, sign_cert, sign_chain)
     _torch_threads()
     with _open(registry) as reg:
         row, scan = import_model(reg, source, convert=convert, arch=arch, name=name, sign_with=key)
@@ -251,15 +269,19 @@ def verify(
     refs: Annotated[list[str] | None, typer.Argument(help="artifacts to verify (default: every one)")] = None,
     registry: RegOpt = DEFAULT,
     trust: TrustOpt = None,
+    trust_chain: TrustChainOpt = None,
     skip_signature: Annotated[
         bool, typer.Option(help="check files, manifest and lineage only (not who signed them)")
     ] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="write each result here")] = None,
 ) -> None:
     """Verify artifacts: every byte, file, the manifest, the lineage and the signature; exit 1 if any fails."""
-    if not trust and not skip_signature:
-        raise ConfigError("give the signers you trust with --trust KEY.pub (or --skip-signature to check content only)")
-    policy = _trust(trust)
+    if not trust and not trust_chain and not skip_signature:
+        raise ConfigError(
+            "give the signers you trust with --trust KEY.pub or --trust-chain ROOT.pem (or --skip-signature to check "
+            "content only)"
+        )
+    policy = _trust(trust, trust_chain)
     with _open(registry) as reg:
         targets = [reg.resolve(r).id for r in refs] if refs else [r.id for r in reg.rows()]
         results = [reg.verify(t, policy, require_signature=not skip_signature) for t in targets]
@@ -289,10 +311,12 @@ def sign_(
     ref: Annotated[str, typer.Argument()],
     key: Annotated[Path, typer.Option("--key", help="private key (PEM)")],
     registry: RegOpt = DEFAULT,
+    sign_cert: SignCertOpt = None,
+    sign_chain: SignChainOpt = None,
     password_env: PasswordOpt = None,
 ) -> None:
     """Sign an artifact that was added unsigned (it must still match its manifest)."""
-    k = _key(key, password_env)
+    k = _key(key, password_env, sign_cert, sign_chain)
     with _open(registry) as reg:
         row = reg.sign(ref, k)
     console.print(f"signed {escape(row.name)}@{row.version} {row.id[:12]} as {row.signer}", highlight=False)
@@ -329,11 +353,12 @@ def export(
     registry: RegOpt = DEFAULT,
     bom: Annotated[bool, typer.Option(help="write the model's CycloneDX ML-BOM instead of its files")] = False,
     trust: TrustOpt = None,
+    trust_chain: TrustChainOpt = None,
 ) -> None:
     """Export an artifact (files, manifest, signature) or a model's ML-BOM; it is verified first."""
-    policy = _trust(trust)
+    policy = _trust(trust, trust_chain)
     with _open(registry) as reg:
-        check = reg.verify(ref, policy, require_signature=bool(trust))
+        check = reg.verify(ref, policy, require_signature=bool(trust or trust_chain))
         if not check.ok:
             console.print(f"[red]refusing to export[/] {escape(ref)}: it failed verification", highlight=False)
             for p in check.problems:

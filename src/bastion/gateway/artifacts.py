@@ -65,7 +65,7 @@ def load_members(config: GatewayConfig, entry: ModelEntry) -> tuple[list[Any], l
     from bastion.registry import Registry, TrustPolicy, load_verified
 
     assert config.registry is not None  # the configuration's validator guarantees it
-    trust = TrustPolicy.from_keys(list(config.registry.trust))
+    trust = TrustPolicy.from_keys(list(config.registry.trust), list(config.registry.trust_chain))
     with Registry.open(config.registry.path) as registry:
         for ref in entry.artifacts:
             got = load_verified(registry, ref, trust, hints=hints, arch=entry.arch, trusted_types=tuple(entry.trust))

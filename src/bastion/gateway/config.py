@@ -56,7 +56,16 @@ class RegistryConfig(_Strict):
     lineage and an OpenSSF model-signing signature by one of ``trust``) at start and on reload."""
 
     path: Path
-    trust: list[Path] = Field(min_length=1, description="trusted signers: PEM public keys, or folders of them")
+    trust: list[Path] = Field(default_factory=list, description="trusted signers: PEM public keys, or folders of them")
+    trust_chain: list[Path] = Field(
+        default_factory=list, description="certificate mode: PEM root/intermediate certificates signers chain to"
+    )
+
+    @model_validator(mode="after")
+    def _someone(self) -> RegistryConfig:
+        if not self.trust and not self.trust_chain:
+            raise ValueError("registry needs trusted signers: trust (public keys) or trust_chain (certificates)")
+        return self
 
 
 class LimitsConfig(_Strict):

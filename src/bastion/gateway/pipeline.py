@@ -307,6 +307,20 @@ class Gateway:
                 audit={"model": name, "problems": [exc.message]},
             ) from None
         old = self.sources.get(name, [])
+        rollback = [
+            f"{n.name} would go back from version {o.version} to {n.version}: the registry no longer lists the newer "
+            "version (a rollback); pin NAME@VERSION in the configuration to serve an older one on purpose"
+            for o, n in zip(old, sources, strict=False)
+            if o.name is not None and o.name == n.name and (n.version or 0) < (o.version or 0)
+        ]
+        if rollback:
+            self._open_artifact_incident(name, "reload refused: rollback to an older version", rollback)
+            log.error("refused to reload %s: %s", name, "; ".join(rollback))
+            raise GatewayError(
+                "model_refused",
+                f"model {name} was not reloaded: {'; '.join(rollback)}. The version loaded before keeps serving",
+                audit={"model": name, "problems": rollback},
+            )
         changed = [s.sha256 for s in sources] != [s.sha256 for s in old]
         notes = []
         if changed:

@@ -110,6 +110,10 @@ class SigningKey:
             ) from None
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise ConfigError(f"{self.private_key} is not an elliptic-curve key; model signing needs P-256/384/521")
+        if self.certificate is not None and not self.chain:
+            raise ConfigError(
+                "certificate mode needs the certificate chain up to the root the verifier trusts (--sign-chain)"
+            )
 
     def config(self) -> object:
         import model_signing
@@ -144,7 +148,8 @@ def sign(folder: Path, signature: Path, key: SigningKey) -> str:
 
 
 def signer_of(signature: Path) -> str:
-    """The fingerprint (public-key hint) a model-signing bundle names, or "certificate" / "sigstore" for those."""
+    """Who signed a model-signing bundle: the public-key fingerprint it names (key mode), or ``x509:`` and the sha256
+    of the signing certificate (certificate mode)."""
     try:
         bundle = json.loads(signature.read_text())
     except (OSError, ValueError) as e:
@@ -153,8 +158,15 @@ def signer_of(signature: Path) -> str:
     hint = (material.get("publicKey") or {}).get("hint")
     if hint:
         return str(hint)
-    if material.get("x509CertificateChain") or material.get("certificate"):
-        return "certificate"
+    chain = (material.get("x509CertificateChain") or {}).get("certificates") or []
+    leaf = chain[0].get("rawBytes") if chain else (material.get("certificate") or {}).get("rawBytes")
+    if leaf:
+        import base64
+
+        try:
+            return "x509:" + hashlib.sha256(base64.b64decode(leaf)).hexdigest()
+        except ValueError:
+            raise IntegrityError(f"signature {signature.name} holds a malformed certificate") from None
     raise IntegrityError(f"signature {signature.name} names no public key or certificate")
 
 
@@ -168,8 +180,12 @@ class TrustPolicy:
     fingerprints: dict[str, Path] = field(default_factory=dict, compare=False)
 
     @classmethod
-    def from_keys(cls, keys: list[Path] | tuple[Path, ...]) -> TrustPolicy:
-        """Trust these public keys (each a PEM file, or a folder of ``*.pub``/``*.pem`` files)."""
+    def from_keys(cls, keys: list[Path] | tuple[Path, ...], chain: list[Path] | tuple[Path, ...] = ()) -> TrustPolicy:
+        """Trust these public keys (each a PEM file, or a folder of ``*.pub``/``*.pem`` files) and certificates
+        chaining to ``chain`` (PEM root and intermediate certificates)."""
+        for c in chain:
+            if not c.is_file() or b"BEGIN CERTIFICATE" not in c.read_bytes()[:4096]:
+                raise ConfigError(f"{c} is not a PEM certificate (-----BEGIN CERTIFICATE-----) to trust")
         paths: list[Path] = []
         for k in keys:
             if k.is_dir():
@@ -178,7 +194,9 @@ class TrustPolicy:
                 paths.append(k)
         if not paths and keys:
             raise ConfigError(f"no public keys (*.pub, *.pem) in {', '.join(map(str, keys))}")
-        return cls(public_keys=tuple(paths), fingerprints={fingerprint(p): p for p in paths})
+        return cls(
+            public_keys=tuple(paths), certificate_chain=tuple(chain), fingerprints={fingerprint(p): p for p in paths}
+        )
 
     @property
     def empty(self) -> bool:
@@ -200,7 +218,7 @@ def verify(folder: Path, signature: Path, trust: TrustPolicy) -> tuple[str, list
     cfg = model_signing.verifying.Config().set_hashing_config(_hashing())
     if trust.sigstore is not None:
         cfg = cfg.use_sigstore_verifier(identity=trust.sigstore[0], oidc_issuer=trust.sigstore[1])
-    elif signer == "certificate":
+    elif signer.startswith("x509:"):
         if not trust.certificate_chain:
             return signer, ["signed with a certificate, but no certificate chain is trusted (--trust-chain)"]
         cfg = cfg.use_certificate_verifier(certificate_chain=trust.certificate_chain)
@@ -224,5 +242,7 @@ def verify(folder: Path, signature: Path, trust: TrustPolicy) -> tuple[str, list
             return signer, [f"the files differ from what was signed ({'; '.join(diffs) or text})"]
         return signer, [f"the signature does not verify: {text}"]
     except Exception as e:  # model-signing and its crypto backends raise many kinds on a forged bundle
+        if type(e).__name__ == "X509StoreContextError":
+            return signer, [f"the signing certificate does not chain to a trusted root ({e})"]
         return signer, [f"the signature does not verify: {type(e).__name__}: {e}"]
     return signer, []

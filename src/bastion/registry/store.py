@@ -93,7 +93,7 @@ ARTIFACTS = sa.Table(
     sa.Column("created", sa.String(40), nullable=False),
     sa.Column("format", sa.String(40), nullable=False),
     sa.Column("size", sa.BigInteger, nullable=False),
-    sa.Column("signer", sa.String(64), nullable=True),
+    sa.Column("signer", sa.String(80), nullable=True),
     sa.UniqueConstraint("kind", "name", "version", name="uq_artifact_version"),
 )
 LINEAGE = sa.Table(
