@@ -120,3 +120,18 @@ def test_bad_references_and_folders_say_what_to_do(signed: Signed, tmp_path) -> 
         Registry.open(tmp_path)
     with pytest.raises(ConfigError, match="already a Bastion registry"):
         Registry.init(signed.root)
+
+
+def test_signing_reuses_bastions_digests_and_stays_interoperable(signed: Signed) -> None:
+    """Each byte is hashed once (Bastion's digests feed model-signing), and the bundle still verifies with
+    model-signing's own hashing and its public API, as any other OpenSSF model-signing verifier would."""
+    import model_signing
+
+    from bastion.registry.digest import digest_tree
+    from bastion.registry.signing import _Digests, _precomputed
+
+    folder = signed.registry.path(signed.model_id)
+    assert isinstance(_precomputed(digest_tree(folder)), _Digests)
+    model_signing.verifying.Config().use_elliptic_key_verifier(public_key=signed.public).verify(
+        folder, signed.registry.store.signature(signed.model_id)
+    )

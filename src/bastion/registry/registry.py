@@ -34,7 +34,7 @@ from bastion.registry.describe import (
     describe_model,
     describe_report,
 )
-from bastion.registry.digest import compare, digest_tree, sha256_file
+from bastion.registry.digest import FileDigest, compare, digest_tree, sha256_file
 from bastion.registry.manifest import MANIFEST_FILE, Kind, Manifest, Parent, Transformation
 from bastion.registry.signing import SigningKey, TrustPolicy, sign, verify
 from bastion.registry.store import (
@@ -303,7 +303,9 @@ class Registry:
                 assessment=desc.assessment,
                 extra={**desc.extra, **({"primary": desc.primary} if desc.primary else {})},
             )
-            (staged / MANIFEST_FILE).write_bytes(manifest.to_json())
+            raw = manifest.to_json()
+            (staged / MANIFEST_FILE).write_bytes(raw)
+            signed_files = sorted((*files, FileDigest(MANIFEST_FILE, manifest.id, len(raw))))
             folder = self.store.commit(staged, manifest.id)
         except BaseException:
             shutil.rmtree(staged, ignore_errors=True)
@@ -311,7 +313,7 @@ class Registry:
         self.index.insert(manifest, desc.dataset_digests)
         log.info("registered %s %s@%d as %s", desc.kind, name, manifest.version, manifest.id)
         if sign_with is not None:
-            signer = sign(folder, self.store.signature(manifest.id), sign_with)
+            signer = sign(folder, self.store.signature(manifest.id), sign_with, signed_files)
             self.index.set_signer(manifest.id, signer)
         row = self.index.get(manifest.id)
         assert row is not None
@@ -320,49 +322,52 @@ class Registry:
     def sign(self, ref: str, key: SigningKey) -> IndexRow:
         """Sign (or re-sign) an artifact after checking its files still match its manifest."""
         row = self.resolve(ref)
-        content = self._content_problems(row)
+        content, digests = self._content_problems(row)
         if content:
             raise ArtifactError(
                 f"refusing to sign {row.name}@{row.version}: it no longer matches its manifest", problems=content
             )
-        signer = sign(self.store.folder(row.id), self.store.signature(row.id), key)
+        signer = sign(self.store.folder(row.id), self.store.signature(row.id), key, digests)
         self.index.set_signer(row.id, signer)
         return self.resolve(row.id)
 
     # ----- checking ------------------------------------------------------------------------------------------
 
-    def _content_problems(self, row: IndexRow) -> list[str]:
-        folder = self.store.folder(row.id)
-        if not folder.is_dir():
-            return [f"the artifact folder {folder} is missing"]
-        mf = folder / MANIFEST_FILE
-        if not mf.is_file():
-            return [f"{MANIFEST_FILE} is missing"]
-        raw = mf.read_bytes()
+    def _content_problems(self, row: IndexRow) -> tuple[list[str], tuple[FileDigest, ...] | None]:
+        """What differs between the artifact's folder and its manifest, and the digests of every file on disk (the
+        manifest included; ``None`` when the folder could not be read), for the signature check to reuse."""
         import hashlib
 
+        folder = self.store.folder(row.id)
+        if not folder.is_dir():
+            return [f"the artifact folder {folder} is missing"], None
+        try:
+            everything = digest_tree(folder)
+        except ArtifactError as e:
+            return [str(e)], None
+        mf = next((d for d in everything if d.path == MANIFEST_FILE), None)
+        if mf is None:
+            return [f"{MANIFEST_FILE} is missing"], everything
         problems = []
-        actual_id = hashlib.sha256(raw).hexdigest()
-        if actual_id != row.id:
+        if mf.sha256 != row.id:
             problems.append(
-                f"{MANIFEST_FILE} was edited after registration (its sha256 is {actual_id[:16]}…, the artifact id "
+                f"{MANIFEST_FILE} was edited after registration (its sha256 is {mf.sha256[:16]}…, the artifact id "
                 f"{row.id[:16]}…)"
             )
+        raw = (folder / MANIFEST_FILE).read_bytes()
+        if hashlib.sha256(raw).hexdigest() != mf.sha256:
+            problems.append(f"{MANIFEST_FILE} changed while it was being verified")
         try:
             manifest = Manifest.from_json(raw)
         except ArtifactError as e:
-            return [*problems, str(e)]
-        try:
-            on_disk = digest_tree(folder, exclude=(MANIFEST_FILE,))
-        except ArtifactError as e:
-            return [*problems, str(e)]
-        problems += compare(manifest.files, on_disk)
+            return [*problems, str(e)], everything
+        problems += compare(manifest.files, tuple(d for d in everything if d.path != MANIFEST_FILE))
         if (manifest.kind, manifest.name, manifest.version) != (row.kind, row.name, row.version):
             problems.append(
                 f"the manifest says {manifest.kind} {manifest.name}@{manifest.version}, the index "
                 f"{row.kind} {row.name}@{row.version}"
             )
-        return problems
+        return problems, everything
 
     def _lineage_problems(self, manifest: Manifest) -> list[str]:
         problems = []
@@ -393,7 +398,7 @@ class Registry:
         unknown signer or unresolvable lineage is a problem. ``require_signature=False`` skips the signature check
         (the result then says so; it is not a verification of who made the artifact)."""
         row = self.resolve(ref)
-        problems = self._content_problems(row)
+        problems, digests = self._content_problems(row)
         checked = ["manifest", "files"]
         try:
             manifest = Manifest.from_json((self.store.folder(row.id) / MANIFEST_FILE).read_bytes())
@@ -405,7 +410,7 @@ class Registry:
         signer = None
         if require_signature:
             signer_found, sig_problems = verify(
-                self.store.folder(row.id), self.store.signature(row.id), trust or TrustPolicy()
+                self.store.folder(row.id), self.store.signature(row.id), trust or TrustPolicy(), digests
             )
             signer = signer_found or None
             problems += sig_problems

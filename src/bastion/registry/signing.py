@@ -17,11 +17,13 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bastion.errors import ArtifactError, ConfigError, IntegrityError
+from bastion.registry.digest import FileDigest
 
 log = logging.getLogger(__name__)
 
@@ -135,10 +137,56 @@ def _hashing() -> Any:
     return model_signing.hashing.Config().use_file_serialization(hashing_algorithm="sha256")
 
 
-def sign(folder: Path, signature: Path, key: SigningKey) -> str:
+class _Digests:
+    """A model-signing hashing configuration that hands over digests Bastion already computed, so an artifact is read
+    and hashed once, not once by Bastion and again by model-signing. The manifest it returns is exactly what
+    model-signing's file-level sha256 serialization builds (same items, digests and serialization parameters); the
+    only difference is that it covers every file, ``.git*`` ones included, where model-signing's own skips them."""
+
+    def __init__(self, digests: Sequence[FileDigest]) -> None:
+        self.digests = tuple(digests)
+
+    def hash(self, model_path: Path, *, files_to_hash: object = None) -> Any:
+        from pathlib import PurePosixPath
+
+        from model_signing import manifest as msm
+        from model_signing._hashing.hashing import Digest
+
+        items = [
+            msm.FileManifestItem(path=PurePosixPath(d.path), digest=Digest("sha256", bytes.fromhex(d.sha256)))
+            for d in self.digests
+        ]
+        return msm.Manifest(Path(model_path).name, items, msm._FileSerialization("sha256"))
+
+    def add_ignored_paths(self, **_: object) -> None:  # Bastion signs no manifest with ignored paths
+        return None
+
+
+def _precomputed(digests: Sequence[FileDigest] | None) -> Any:
+    """The hashing configuration to sign or verify with: Bastion's digests when given and model-signing's internals
+    are the ones this was written against, else model-signing's own hashing."""
+    if digests is None:
+        return _hashing()
+    try:
+        from model_signing import manifest as msm
+        from model_signing._hashing.hashing import Digest  # noqa: F401
+
+        if msm._FileSerialization("sha256").serialization_parameters != {
+            "method": "files",
+            "hash_type": "sha256",
+            "allow_symlinks": False,
+        }:
+            return _hashing()
+    except (ImportError, AttributeError, TypeError):  # a model-signing release that changed its internals
+        return _hashing()
+    return _Digests(digests)
+
+
+def sign(folder: Path, signature: Path, key: SigningKey, digests: Sequence[FileDigest] | None = None) -> str:
     """Sign every file of ``folder`` into ``signature`` (a Sigstore bundle, the OpenSSF model-signing format); returns
-    the signer's fingerprint."""
+    the signer's fingerprint. ``digests``: the sha256 of every file of ``folder``, already computed (else hashed)."""
     cfg = key.config()
+    cfg.set_hashing_config(_precomputed(digests))  # type: ignore[attr-defined]
     signature.parent.mkdir(parents=True, exist_ok=True)
     try:
         cfg.sign(folder, signature)  # type: ignore[attr-defined]
@@ -203,11 +251,14 @@ class TrustPolicy:
         return not self.public_keys and not self.certificate_chain and self.sigstore is None
 
 
-def verify(folder: Path, signature: Path, trust: TrustPolicy) -> tuple[str, list[str]]:
+def verify(
+    folder: Path, signature: Path, trust: TrustPolicy, digests: Sequence[FileDigest] | None = None
+) -> tuple[str, list[str]]:
     """Check ``signature`` over ``folder`` against ``trust``: returns (signer, problems); no problems means verified.
 
     Problems name the cause: an unknown signer (a key not in the trust policy), a bad signature, or model-signing's
-    own file comparison (changed digest, missing or extra file)."""
+    own file comparison (changed digest, missing or extra file). ``digests``: the sha256 of every file of ``folder``
+    as it is on disk now, when the caller has computed them (else model-signing hashes the folder)."""
     import model_signing
 
     if not signature.is_file():
@@ -215,7 +266,7 @@ def verify(folder: Path, signature: Path, trust: TrustPolicy) -> tuple[str, list
     if trust.empty:
         return "", ["no trusted keys given: a signature can only be verified against keys you trust (--trust KEY)"]
     signer = signer_of(signature)
-    cfg = model_signing.verifying.Config().set_hashing_config(_hashing())
+    cfg = model_signing.verifying.Config().set_hashing_config(_precomputed(digests))
     if trust.sigstore is not None:
         cfg = cfg.use_sigstore_verifier(identity=trust.sigstore[0], oidc_issuer=trust.sigstore[1])
     elif signer.startswith("x509:"):
