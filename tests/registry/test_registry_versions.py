@@ -123,3 +123,25 @@ def test_export_copies_files_manifest_and_signature(signed: Signed, tmp_path: Pa
 
     signer, problems = verify(out, out.parent / f"{out.name}.sig", signed.trust)
     assert problems == [] and signer
+
+
+def test_a_users_own_models_and_data_register_with_explicit_lineage(
+    signed: Signed, user_models: dict[str, Path], digits, tmp_path: Path
+) -> None:
+    """ONNX, torch.export, TorchScript and skops files carry no Bastion card: their lineage is given by the user."""
+    np.savez(tmp_path / "mine.npz", x=digits.x_train.numpy(), y=digits.y_train.numpy())
+    data = signed.registry.add_dataset(tmp_path / "mine.npz", sign_with=signed.key)
+    for fmt in ("onnx", "pt2", "torchscript", "skops"):
+        row = signed.registry.add_model(
+            user_models[fmt], name=f"mine-{fmt}", parents=[f"dataset={data.id[:10]}"], sign_with=signed.key
+        )
+        m = signed.registry.manifest(row)
+        assert [(p.role, p.id) for p in m.parents] == [("dataset", data.id)]
+        assert m.dataset_digest is None and m.extra["primary"] == user_models[fmt].name
+        assert signed.registry.verify(row.id, signed.trust).ok
+    with pytest.raises(ArtifactError, match="Bastion registers no pickle"):
+        signed.registry.add_model(user_models["torch-save"])
+    from bastion.errors import UnsafeArtifactError
+
+    with pytest.raises(UnsafeArtifactError, match="unsafe pickle"):
+        signed.registry.add_model(user_models["pickle"])
