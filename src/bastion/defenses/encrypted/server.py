@@ -1,0 +1,172 @@
+"""The server side of encrypted inference: a linear model's plaintext weights applied to ciphertexts it cannot read.
+
+The server holds only public contexts (the client's evaluation keys, never a secret key: :meth:`register` refuses a
+context that carries one). It checks every query before computing: a registered context, the right number and size
+of ciphertexts for the packing, ciphertexts that deserialize under that context's parameters, a total size under
+its limit, and a model whose largest logit fits the context's integer headroom.
+
+What it cannot check: a ciphertext made under another key with the *same* parameters deserializes fine and yields an
+answer only that other key decrypts (to noise) — this is the nature of the scheme, not a gap in the checks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bastion.defenses.encrypted.client import EncryptedAnswer, EncryptedQuery
+from bastion.defenses.encrypted.linear import LinearWeights, batch_bias_terms, next_pow2, single_layout
+from bastion.defenses.encrypted.params import MAX_COEFF_BITS
+from bastion.errors import InputValidationError
+
+DEFAULT_MAX_QUERY_BYTES = 256 << 20  # a full 4,096-input batch of 784 features is about 100 MB
+
+
+@dataclass
+class _Registered:
+    context: Any
+    poly_degree: int
+    galois: bool
+
+
+class EncryptedLinearServer:
+    """Evaluates ``W x + b`` on encrypted queries (see :mod:`bastion.defenses.encrypted.linear` for the packings)."""
+
+    def __init__(
+        self,
+        weights: LinearWeights,
+        *,
+        bounds: tuple[float, float] = (0.0, 1.0),
+        max_query_bytes: int = DEFAULT_MAX_QUERY_BYTES,
+        security: int = 128,
+    ) -> None:
+        self.weights = weights
+        self.bounds = bounds
+        self.max_query_bytes = max_query_bytes
+        self.security = security
+        self.integer_bits = weights.integer_bits(bounds)
+        self._contexts: dict[str, _Registered] = {}
+        self._bias = batch_bias_terms(weights)
+        self._lock = threading.Lock()
+
+    def register(self, public_context: bytes) -> str:
+        """Accept a client's public context; returns its id (sha256). A context holding a secret key is refused."""
+        import tenseal as ts
+
+        if not isinstance(public_context, (bytes, bytearray)) or not public_context:
+            raise InputValidationError("a context must be the bytes of a serialized TenSEAL context")
+        try:
+            ctx = ts.context_from(bytes(public_context))
+        except Exception as e:  # TenSEAL raises several kinds on malformed bytes
+            raise InputValidationError(f"the context could not be read: {type(e).__name__}: {e}") from None
+        if ctx.is_private():
+            raise InputValidationError(
+                "the context holds a secret key; send only its public part (serialize(save_secret_key=False)): a "
+                "server that holds the key could read every input"
+            )
+        seal = ctx.data.seal_context()
+        if not seal.parameters_set():
+            raise InputValidationError(f"the context's parameters are not valid: {seal.parameters_error_message()}")
+        key_data = seal.key_context_data()
+        n = int(key_data.parms().poly_modulus_degree())
+        bits = int(key_data.total_coeff_modulus_bit_count())
+        limit = MAX_COEFF_BITS[self.security].get(n)
+        if limit is None or bits > limit:
+            raise InputValidationError(
+                f"the context's parameters (N={n}, {bits}-bit modulus) are below {self.security}-bit security"
+            )
+        cid = hashlib.sha256(bytes(public_context)).hexdigest()
+        with self._lock:
+            self._contexts[cid] = _Registered(ctx, n, ctx.has_galois_keys())
+        return cid
+
+    def _load(self, reg: _Registered, blob: bytes, what: str) -> Any:
+        import tenseal as ts
+
+        try:
+            return ts.ckks_vector_from(reg.context, blob)
+        except Exception as e:  # a ciphertext from other parameters, or not a ciphertext at all
+            raise InputValidationError(
+                f"{what} is not a ciphertext of the registered context (other parameters, or malformed): "
+                f"{type(e).__name__}"
+            ) from None
+
+    def evaluate(self, query: EncryptedQuery) -> EncryptedAnswer:
+        """The encrypted logits of ``query``."""
+        reg = self._contexts.get(query.context_id)
+        if reg is None:
+            raise InputValidationError(f"context {query.context_id[:12]}… is not registered; register it first")
+        if query.nbytes > self.max_query_bytes:
+            raise InputValidationError(
+                f"the query holds {query.nbytes:,} bytes of ciphertext; the limit is {self.max_query_bytes:,} "
+                "(send fewer inputs per query)"
+            )
+        t0 = time.perf_counter()
+        if query.regime == "batch":
+            out = self._batch(reg, query)
+        elif query.regime == "single":
+            out = self._single(reg, query)
+        else:
+            raise InputValidationError(f"unknown packing {query.regime!r}; use batch or single")
+        return EncryptedAnswer(
+            query.regime, query.context_id, query.n, tuple(c.serialize() for c in out), time.perf_counter() - t0
+        )
+
+    def _batch(self, reg: _Registered, query: EncryptedQuery) -> list[Any]:
+        w = self.weights
+        if len(query.ciphertexts) != w.n_features:
+            raise InputValidationError(
+                f"a batch query holds one ciphertext per feature: {w.n_features}, got {len(query.ciphertexts)}"
+            )
+        if not 1 <= query.n <= reg.poly_degree // 2:
+            raise InputValidationError(f"a batch holds 1..{reg.poly_degree // 2} inputs, got {query.n}")
+        cts = [self._load(reg, c, f"ciphertext {j}") for j, c in enumerate(query.ciphertexts)]
+        sizes = {c.size() for c in cts}
+        if sizes != {query.n}:
+            raise InputValidationError(f"every ciphertext must hold {query.n} inputs; they hold {sorted(sizes)}")
+        outs = []
+        for k in range(w.n_outputs):
+            row = w.weight[k]
+            j_bias, shift, wj = self._bias[k]
+            if j_bias < 0 and shift != 0.0:  # an all-zero row: (x_0 + 1) b - x_0 b = b
+                acc = (cts[0] + 1.0) * shift
+                acc.add_(cts[0] * (-shift))
+            elif j_bias < 0:  # an all-zero row and no bias: 2^-20 x_0, below CKKS's own error here (a zero
+                acc = cts[0] * 2.0**-20  # plaintext would make SEAL refuse the transparent product)
+            else:
+                acc = (cts[j_bias] + shift) * wj
+            for j in range(w.n_features):
+                if j != j_bias and row[j] != 0.0:
+                    acc.add_(cts[j] * float(row[j]))
+            outs.append(acc)
+        return outs
+
+    def _single(self, reg: _Registered, query: EncryptedQuery) -> list[Any]:
+        w = self.weights
+        if not reg.galois:
+            raise InputValidationError("the single-input packing needs rotation (Galois) keys in the context")
+        padded = next_pow2(w.n_features)
+        rows = max(1, min(w.n_outputs, (reg.poly_degree // 2) // padded))
+        groups = single_layout(w, rows, padded)
+        if query.n != 1 or len(query.ciphertexts) != len(groups):
+            raise InputValidationError(
+                f"a single query holds one input in {len(groups)} ciphertexts, got {query.n} input(s) in "
+                f"{len(query.ciphertexts)}"
+            )
+        ones = [1.0] * padded
+        outs = []
+        for gi, ((idx, layout, bias), blob) in enumerate(zip(groups, query.ciphertexts, strict=True)):
+            ct = self._load(reg, blob, f"ciphertext {gi}")
+            if ct.size() != len(idx) * padded:
+                raise InputValidationError(
+                    f"ciphertext {gi} holds {ct.size()} values; the packing expects {len(idx)} x {padded}"
+                )
+            outs.append((ct * layout).enc_matmul_plain(ones, len(idx)) + bias)
+        return outs
+
+    @property
+    def contexts(self) -> int:
+        return len(self._contexts)
