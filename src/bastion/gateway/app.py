@@ -350,6 +350,43 @@ def create_app(gateway: Gateway) -> FastAPI:
         metrics.requests.labels("/v1/models/{name}/predict", "200").inc()
         return Response(orjson.dumps(reply.to_dict()), media_type="application/json")
 
+    async def _encrypted_body(request: Request, name: str, fn: Any) -> Any:
+        """Key from the headers first, then the body within limits.max_encrypted_bytes, then ``fn`` in a thread."""
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            return await _refused(request, "unsupported_encoding", f"send the body uncompressed, not {encoding}")
+        token, client = _token(request), _client(request)
+        try:
+            gateway.keys.authenticate(token)
+        except Exception:  # the pipeline answers and audits the refusal (401/403/503)
+            return await run_in_threadpool(fn, token, name, b"", client)
+        limit = gateway.config.limits.max_encrypted_bytes
+        try:
+            body = await _read_limited(request, limit, gateway.config.server.body_timeout_s)
+        except GatewayError as exc:
+            return await _refused(request, exc.code, exc.message)
+        if len(body) > limit:
+            return await _refused(
+                request, "body_too_large", f"encrypted bodies are at most {limit:,} bytes (limits.max_encrypted_bytes)"
+            )
+        return await run_in_threadpool(fn, token, name, body, client)
+
+    @app.post("/v1/models/{name}/encrypted-contexts", tags=["encrypted"], responses=_ERRORS)
+    async def encrypted_context(name: ModelName, request: Request) -> Any:
+        """Register the public half of a client's CKKS context (application/octet-stream, TenSEAL-serialized, no
+        secret key) for encrypted prediction with this key; returns its context_id."""
+        return await _encrypted_body(request, name, gateway.register_encrypted_context)
+
+    @app.post("/v1/models/{name}/predict-encrypted", tags=["encrypted"], responses=_ERRORS)
+    async def predict_encrypted(name: ModelName, request: Request) -> Response:
+        """Evaluate an encrypted query (application/octet-stream, bastion.defenses.encrypted.wire) under a context
+        this key registered; answers the encrypted logits in the same format. Needs predict:scores."""
+        out = await _encrypted_body(request, name, gateway.predict_encrypted)
+        if isinstance(out, Response):
+            return out
+        metrics.requests.labels("/v1/models/{name}/predict-encrypted", "200").inc()
+        return Response(out, media_type="application/octet-stream")
+
     @app.get("/v1/admin/keys", tags=["admin"], responses=_ERRORS)
     async def list_keys(request: Request) -> dict[str, Any]:
         def run(_: Principal) -> dict[str, Any]:

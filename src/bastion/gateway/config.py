@@ -71,6 +71,12 @@ class RegistryConfig(_Strict):
 class LimitsConfig(_Strict):
     max_body_bytes: int = Field(8_388_608, ge=256)
     max_batch: int = Field(256, ge=1)
+    max_encrypted_bytes: int = Field(
+        167_772_160,
+        ge=65_536,
+        description="largest encrypted body (a public context, or a query of ciphertexts: 4,096 inputs of 784 "
+        "features take about 103 MB)",
+    )
     auth_failures_per_minute: int = Field(30, ge=1, description="failed authentications an address may make")
 
 

@@ -22,6 +22,7 @@ STATUS: dict[str, int] = {
     "length_required": 411,
     "batch_too_large": 413,
     "bad_request": 422,
+    "not_convertible": 422,  # the model cannot be served encrypted (not linear, or an ensemble)
     "bad_schema": 422,
     "bad_value": 422,
     "bad_shape": 422,

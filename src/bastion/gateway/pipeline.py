@@ -16,6 +16,7 @@ app's event loop serves other requests meanwhile. A request cancelled while it w
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import sqlite3
 import threading
@@ -240,6 +241,8 @@ class Gateway:
         self.started = clock()
         self._last_sweep = self.started
         self.sources: dict[str, list[Any]] = {}  # where each served model came from (gateway.artifacts.Source)
+        self._encrypted: dict[str, Any] = {}  # model name -> EncryptedLinearServer, built on first use
+        self._encrypted_owner: dict[str, set[str]] = {}  # context id -> the keys that registered it
         self.monitored = bool(monitors)
 
     @classmethod
@@ -338,6 +341,133 @@ class Gateway:
             notes.append("the model changed: its monitors and detectors were calibrated again (per-key history reset)")
         self.sources[name] = sources
         return {"model": name, "changed": changed, "sources": [s.to_dict() for s in sources], "notes": notes}
+
+    # ---- encrypted inference (CKKS): the gateway computes on ciphertexts it cannot read
+    def _encrypted_server(self, name: str) -> Any:
+        """The encrypted evaluator of model ``name``, built on first use; a model that is not linear is refused."""
+        from bastion.defenses.encrypted import EncryptedLinearServer, linear_weights
+        from bastion.errors import ConfigError
+
+        with self._monitor_lock:
+            server = self._encrypted.get(name)
+            if server is not None:
+                return server
+            model = self.models.get(name)
+            if model is None:
+                raise GatewayError("unknown_model", f"no model named {name!r}; served: {', '.join(self.models)}")
+            if len(model) != 1:
+                raise GatewayError(
+                    "not_convertible",
+                    f"model {name} is an ensemble of {len(model)}; encrypted inference serves one linear model",
+                )
+            try:
+                weights = linear_weights(model.members[0], model.spec.input_shape)
+            except ConfigError as exc:
+                raise GatewayError(
+                    "not_convertible", f"model {name} cannot be served encrypted: {exc.message}"
+                ) from None
+            server = EncryptedLinearServer(
+                weights, bounds=model.spec.bounds, max_query_bytes=self.config.limits.max_encrypted_bytes
+            )
+            self._encrypted[name] = server
+            return server
+
+    def _encrypted_principal(self, token: str | None, trace: _Trace) -> Principal:
+        principal = self.keys.authenticate(token)
+        trace.key_id = principal.key_id
+        if not principal.allows(Scope.PREDICT_SCORES):
+            raise GatewayError(
+                "forbidden",
+                "encrypted answers are the model's full logits, which only a predict:scores key may receive",
+            )
+        level = self.level_for(principal)
+        if level is not ThreatLevel.NORMAL:
+            raise GatewayError(
+                "forbidden",
+                f"this key's answers are degraded at threat level {level.label}, and encrypted logits cannot be "
+                "rounded or cut to labels: encrypted prediction is refused until the level is normal again",
+            )
+        return principal
+
+    def register_encrypted_context(
+        self, token: str | None, name: str, body: bytes, client: str | None
+    ) -> dict[str, Any]:
+        """Register a client's public CKKS context for model ``name`` (audited; the context is tied to the key)."""
+        from bastion.errors import InputValidationError
+
+        trace = _Trace()
+        trace.model = name
+        trace.input_hash = hashlib.sha256(body).hexdigest()
+
+        def run() -> dict[str, Any]:
+            principal = self._encrypted_principal(token, trace)
+            server = self._encrypted_server(name)
+            try:
+                cid = server.register(body)
+            except InputValidationError as exc:
+                raise GatewayError("bad_request", exc.message) from None
+            self._encrypted_owner.setdefault(cid, set()).add(principal.key_id)
+            trace.output = {"encrypted": {"context_id": cid, "bytes_in": len(body)}}
+            return {"model": name, "context_id": cid}
+
+        return self._audited(trace, "encrypted_context", client, run)
+
+    def predict_encrypted(self, token: str | None, name: str, body: bytes, client: str | None) -> bytes:
+        """Evaluate an encrypted query (``bastion.defenses.encrypted.wire`` bytes) and return the encrypted answer.
+
+        Authentication, the predict:scores scope, the key's threat level, request and input rate limits apply as
+        to any prediction; the audit event records the packing, sizes and timings, never anything decryptable.
+        The monitors that need plaintext (confidence, drift, query patterns, detectors) cannot see these requests."""
+        from bastion.defenses.encrypted.wire import pack_answer, unpack_query
+        from bastion.errors import InputValidationError
+
+        trace = _Trace()
+        trace.model = name
+        trace.input_hash = hashlib.sha256(body).hexdigest()
+
+        def run() -> bytes:
+            principal = self._encrypted_principal(token, trace)
+            policy = self._policy(self.level_for(principal))
+            limiter = self.assessment_limiter if principal.assessment else self.limiter
+            decision = limiter.charge_request(principal.key_id, policy.rate_factor)
+            if not decision.allowed:
+                raise GatewayError("rate_limited", decision.message, headers={"Retry-After": str(decision.retry_after)})
+            server = self._encrypted_server(name)
+            try:
+                query = unpack_query(body)
+            except InputValidationError as exc:
+                raise GatewayError("bad_request", exc.message) from None
+            if principal.key_id not in self._encrypted_owner.get(query.context_id, set()):
+                raise GatewayError(
+                    "bad_request",
+                    f"context {query.context_id[:12]}… was not registered by this key for {name}; POST it to "
+                    f"/v1/models/{name}/encrypted-contexts first",
+                )
+            trace.n_inputs = query.n
+            decision = limiter.charge_inputs(principal.key_id, query.n, policy.rate_factor)
+            if not decision.allowed:
+                headers = {} if decision.too_large else {"Retry-After": str(decision.retry_after)}
+                raise GatewayError(
+                    "over_budget" if decision.too_large else "rate_limited", decision.message, headers=headers
+                )
+            try:
+                answer = server.evaluate(query)
+            except InputValidationError as exc:
+                raise GatewayError("bad_request", exc.message) from None
+            packed = pack_answer(answer)
+            trace.output = {
+                "encrypted": {
+                    "regime": query.regime,
+                    "context_id": query.context_id,
+                    "bytes_in": len(body),
+                    "bytes_out": len(packed),
+                    "server_ms": round(answer.seconds * 1000, 2),
+                }
+            }
+            self.metrics.inputs.labels(name).inc(query.n)
+            return packed
+
+        return self._audited(trace, "encrypted", client, run)
 
     def _open_artifact_incident(self, name: str, message: str, problems: list[str]) -> None:
         from bastion.gateway.artifacts import ARTIFACT_INCIDENT
