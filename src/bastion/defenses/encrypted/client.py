@@ -78,6 +78,7 @@ class EncryptedClient:
     integer_bits: int = 10
     security: int = 128
     single_max: int = 16
+    depth: int = 1  # 1: a linear model; 4: the polynomial MLP (batch packing only)
     _contexts: dict[tuple[Regime, int], _Context] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -85,6 +86,10 @@ class EncryptedClient:
             raise ConfigError(f"n_features and n_outputs must be positive, got {self.n_features}, {self.n_outputs}")
         if self.single_max < 0:
             raise ConfigError(f"single_max must be >= 0, got {self.single_max}")
+        if self.depth < 1:
+            raise ConfigError(f"depth must be >= 1, got {self.depth}")
+        if self.depth > 1:
+            self.single_max = 0  # deeper models run in the batch packing only
 
     # ---- parameters and contexts
     def single_rows(self, params: CkksParameters) -> int:
@@ -93,6 +98,8 @@ class EncryptedClient:
     def parameters(self, regime: Regime, n: int = 1) -> CkksParameters:
         """The CKKS parameters for ``regime`` (and, for a batch, ``n`` inputs in one ciphertext)."""
         if regime == "batch":
+            if self.depth > 1:
+                return choose_parameters(self.depth, n, integer_bits=self.integer_bits, security=self.security)
             return choose_parameters(1, n, integer_bits=self.integer_bits, security=self.security, rescale=False)
         padded = next_pow2(self.n_features)
         # two multiplications: by the weight layout, then by ones inside the row sums; as many rows as fit
@@ -113,11 +120,16 @@ class EncryptedClient:
                 encryption_type=ts.ENCRYPTION_TYPE.SYMMETRIC,  # the client holds the secret key; half the noise
             )
             ctx.global_scale = 2.0**params.scale_bits
-            if regime == "batch":
+            if regime == "batch" and self.depth == 1:
                 ctx.auto_rescale = False  # the products stay at scale^2 (see linear.py)
-            else:
+            elif regime == "single":
                 ctx.generate_galois_keys()
-            public = ctx.serialize(save_public_key=False, save_secret_key=False, save_galois_keys=regime == "single")
+            public = ctx.serialize(
+                save_public_key=False,
+                save_secret_key=False,
+                save_galois_keys=regime == "single",
+                save_relin_keys=self.depth > 1,  # the MLP's ciphertext-ciphertext products
+            )
             self._contexts[key] = _Context(params, ctx, public, hashlib.sha256(public).hexdigest())
         return self._contexts[key]
 

@@ -115,7 +115,8 @@ class EncryptedLinearServer:
             query.regime, query.context_id, query.n, tuple(c.serialize() for c in out), time.perf_counter() - t0
         )
 
-    def _batch(self, reg: _Registered, query: EncryptedQuery) -> list[Any]:
+    def _inputs(self, reg: _Registered, query: EncryptedQuery) -> list[Any]:
+        """The batch query's ciphertexts, one per feature, each holding ``query.n`` inputs (checked)."""
         w = self.weights
         if len(query.ciphertexts) != w.n_features:
             raise InputValidationError(
@@ -127,6 +128,11 @@ class EncryptedLinearServer:
         sizes = {c.size() for c in cts}
         if sizes != {query.n}:
             raise InputValidationError(f"every ciphertext must hold {query.n} inputs; they hold {sorted(sizes)}")
+        return cts
+
+    def _batch(self, reg: _Registered, query: EncryptedQuery) -> list[Any]:
+        w = self.weights
+        cts = self._inputs(reg, query)
         outs = []
         for k in range(w.n_outputs):
             row = w.weight[k]
@@ -170,3 +176,52 @@ class EncryptedLinearServer:
     @property
     def contexts(self) -> int:
         return len(self._contexts)
+
+
+class EncryptedMLPServer(EncryptedLinearServer):
+    """Evaluates ``W2 p(W1 x + b1) + b2`` (:mod:`bastion.defenses.encrypted.mlp`) in the batch packing."""
+
+    def __init__(
+        self,
+        weights: Any,
+        *,
+        bounds: tuple[float, float] = (0.0, 1.0),
+        max_query_bytes: int = DEFAULT_MAX_QUERY_BYTES,
+        security: int = 128,
+    ) -> None:
+        self.mlp = weights
+        first = LinearWeights(weights.w1, weights.b1)  # layer 1 is checked and evaluated as a linear model
+        super().__init__(first, bounds=bounds, max_query_bytes=max_query_bytes, security=security)
+        self.integer_bits = weights.integer_bits(bounds)
+
+    def _single(self, reg: _Registered, query: EncryptedQuery) -> list[Any]:
+        raise InputValidationError("the polynomial MLP is served in the batch packing only; encrypt with depth=4")
+
+    def _batch(self, reg: _Registered, query: EncryptedQuery) -> list[Any]:
+        cts = self._inputs(reg, query)
+        m = self.mlp
+        a, b, c = m.poly
+        hidden = []
+        for i in range(m.hidden):
+            acc = None
+            for j in range(m.n_features):
+                wij = float(m.w1[i, j])
+                if wij != 0.0:
+                    term = cts[j] * wij
+                    acc = term if acc is None else acc + term
+            if acc is None:
+                raise InputValidationError(f"hidden unit {i} has no nonzero weight; the model is degenerate")
+            h = acc + float(m.b1[i])
+            hidden.append((h * a + b) * h + c)  # (a h + b) h + c: two levels
+        outs = []
+        for k in range(m.n_outputs):
+            acc = None
+            for i in range(m.hidden):
+                wki = float(m.w2[k, i])
+                if wki != 0.0:
+                    term = hidden[i] * wki
+                    acc = term if acc is None else acc + term
+            if acc is None:
+                raise InputValidationError(f"output {k} has no nonzero weight; the model is degenerate")
+            outs.append(acc + float(m.b2[k]))
+        return outs
