@@ -21,6 +21,7 @@ from bastion.cli.audit import audit_app
 from bastion.cli.data import data_app
 from bastion.cli.demo import demo
 from bastion.cli.drift import drift
+from bastion.cli.encrypt import encrypt_model
 from bastion.cli.harden import harden
 from bastion.cli.incidents import incidents_app
 from bastion.cli.keys import keys_app
@@ -43,6 +44,7 @@ app.command()(demo)
 app.command()(serve)
 app.command()(drift)
 app.command()(harden)
+app.command("encrypt-model")(encrypt_model)
 app.add_typer(keys_app, name="keys")
 app.add_typer(incidents_app, name="incidents")
 app.add_typer(audit_app, name="audit")
