@@ -72,25 +72,37 @@ def main() -> None:
         plain_sha256(f)  # into the page cache
         generate_keypair(work / "k.key", work / "k.pub")
         key, trust = SigningKey(work / "k.key"), TrustPolicy.from_keys([work / "k.pub"])
-        print(f"# {platform.node()} | {platform.processor() or platform.machine()} | {os.cpu_count()} cores | "
-              f"torch threads {torch.get_num_threads()} | model-signing {model_signing.__version__} | "
-              f"file {size / 1e9:.3f} GB (page cache) | best of {args.repeats}")
+        print(
+            f"# {platform.node()} | {platform.processor() or platform.machine()} | {os.cpu_count()} cores | "
+            f"torch threads {torch.get_num_threads()} | model-signing {model_signing.__version__} | "
+            f"file {size / 1e9:.3f} GB (page cache) | best of {args.repeats}"
+        )
         rows: list[tuple[str, float]] = []
         base = best(lambda: plain_sha256(f), args.repeats)
         rows.append(("plain sha256 (hashlib, anchor)", base))
-        rows.append((
-            "model-signing hash (files, sha256)",
-            best(lambda: model_signing.hashing.Config().use_file_serialization().hash(model), args.repeats),
-        ))
-        rows.append((
-            "model-signing hash (1 GB shards, sha256, parallel)",
-            best(lambda: model_signing.hashing.Config().use_shard_serialization().hash(model), args.repeats),
-        ))
-        rows.append((
-            "model-signing hash (files, blake3)",
-            best(lambda: model_signing.hashing.Config().use_file_serialization(hashing_algorithm="blake3").hash(model),
-                 args.repeats),
-        ))
+        rows.append(
+            (
+                "model-signing hash (files, sha256)",
+                best(lambda: model_signing.hashing.Config().use_file_serialization().hash(model), args.repeats),
+            )
+        )
+        rows.append(
+            (
+                "model-signing hash (1 GB shards, sha256, parallel)",
+                best(lambda: model_signing.hashing.Config().use_shard_serialization().hash(model), args.repeats),
+            )
+        )
+        rows.append(
+            (
+                "model-signing hash (files, blake3)",
+                best(
+                    lambda: (
+                        model_signing.hashing.Config().use_file_serialization(hashing_algorithm="blake3").hash(model)
+                    ),
+                    args.repeats,
+                ),
+            )
+        )
         sig = work / "model.sig"
         rows.append(("model-signing sign (hash + ECDSA P-256)", best(lambda: sign(model, sig, key), args.repeats)))
         rows.append(("model-signing verify", best(lambda: verify(model, sig, trust), args.repeats)))
@@ -107,8 +119,12 @@ def main() -> None:
         reg = Registry.open(work / "registry")
         check = reg.verify("big", trust)
         assert check.ok, check.problems
-        rows.append(("Bastion registry verify (digest once + model-signing verify)",
-                     best(lambda: reg.verify("big", trust), args.repeats)))
+        rows.append(
+            (
+                "Bastion registry verify (digest once + model-signing verify)",
+                best(lambda: reg.verify("big", trust), args.repeats),
+            )
+        )
         reg.close()
         print(f"{'step':58s} {'seconds':>8s} {'GB/s':>6s} {'x plain sha256':>15s}")
         for name, t in rows:
