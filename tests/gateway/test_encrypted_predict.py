@@ -129,3 +129,49 @@ def test_a_key_above_normal_threat_level_is_refused(served) -> None:
             )
     finally:
         gw.set_level(principal.key_id, None, "test", "drill over")
+
+
+def test_a_converted_polynomial_mlp_is_served_encrypted(tmp_path: Path, digits) -> None:
+    """`bastion encrypt-model`'s output named in the model entry: the gateway evaluates the MLP on ciphertexts, and
+    refuses a conversion of another file."""
+    from bastion.defenses.encrypted import PolyActivation, convert_mlp
+    from bastion.defenses.encrypted.storage import save_converted
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 8), PolyActivation(), torch.nn.Linear(8, 10))
+    opt = torch.optim.Adam(net.parameters(), 1e-2)
+    for _ in range(150):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(digits.x_train), digits.y_train).backward()
+        opt.step()
+    net.eval()
+    program = torch.export.export(net, (digits.x_test[:2],), dynamic_shapes=({0: torch.export.Dim("n", max=4096)},))
+    torch.export.save(program, str(tmp_path / "mlp.pt2"))
+    from bastion.registry.digest import sha256_file
+
+    weights = convert_mlp(net)
+    save_converted(weights, tmp_path / "mlp-he.safetensors", {"sha256": sha256_file(tmp_path / "mlp.pt2")})
+    save_converted(weights, tmp_path / "stale-he.safetensors", {"sha256": "0" * 64})
+    cfg = parse_config(
+        {
+            "models": {
+                "mlp": {"paths": ["mlp.pt2"], "encrypted": "mlp-he.safetensors"},
+                "stale": {"paths": ["mlp.pt2"], "encrypted": "stale-he.safetensors"},
+            },
+            "database": "gw.db",
+            "rate": {"requests_per_second": 1000, "inputs_per_minute": 100_000, "inputs_per_day": 1_000_000},
+        },
+        base=tmp_path,
+    )
+    gw = Gateway.from_config(cfg, monitors=False)
+    try:
+        _, key = gw.keys.create("app", ["predict:scores"])
+        with serve_in_background(gw) as url:
+            client = EncryptedClient(64, 10, depth=4)
+            x = digits.x_test[:50]
+            logits = predict_remote(client, url, "mlp", key, x)
+            assert torch.equal(logits.argmax(1), weights.plaintext(x).argmax(1))
+            with pytest.raises(InputValidationError, match="converted from another file"):
+                predict_remote(EncryptedClient(64, 10, depth=4), url, "stale", key, x)
+    finally:
+        gw.close()

@@ -43,6 +43,11 @@ class ModelEntry(_Strict):
     class_names: list[str] | None = None
     arch: str | None = None
     trust: list[str] = Field(default_factory=list)
+    encrypted: Path | None = Field(
+        None,
+        description="what /predict-encrypted evaluates: the output of `bastion encrypt-model` for this model (needed "
+        "for a polynomial MLP; a linear model is read from the served file when this is not set)",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelEntry:
@@ -282,7 +287,12 @@ class GatewayConfig(_Strict):
         def fix(p: Path) -> Path:
             return p if p.is_absolute() else (base / p).resolve()
 
-        models = {k: e.model_copy(update={"paths": [fix(p) for p in e.paths]}) for k, e in self.models.items()}
+        models = {
+            k: e.model_copy(
+                update={"paths": [fix(p) for p in e.paths], "encrypted": fix(e.encrypted) if e.encrypted else None}
+            )
+            for k, e in self.models.items()
+        }
         database = self.database if "://" in self.database else str(fix(Path(self.database)))
         secret = fix(self.secret_file) if self.secret_file is not None else Path(database + ".secret")
         if "://" in self.database and self.secret_file is None:

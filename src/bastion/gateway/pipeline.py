@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import sqlite3
 import threading
 import time
@@ -355,6 +356,11 @@ class Gateway:
             model = self.models.get(name)
             if model is None:
                 raise GatewayError("unknown_model", f"no model named {name!r}; served: {', '.join(self.models)}")
+            converted = self.config.models[name].encrypted
+            if converted is not None:
+                server = self._converted_server(name, converted, model)
+                self._encrypted[name] = server
+                return server
             if len(model) != 1:
                 raise GatewayError(
                     "not_convertible",
@@ -371,6 +377,30 @@ class Gateway:
             )
             self._encrypted[name] = server
             return server
+
+    def _converted_server(self, name: str, path: Any, model: Ensemble) -> Any:
+        """The encrypted evaluator for an `encrypt-model` output, checked to be a conversion of the served file."""
+        from bastion.defenses.encrypted import EncryptedLinearServer, EncryptedMLPServer, LinearWeights
+        from bastion.defenses.encrypted.storage import load_converted
+        from bastion.errors import ArtifactError
+
+        try:
+            weights, info = load_converted(path)
+        except ArtifactError as exc:
+            raise GatewayError("not_convertible", f"model {name}: {exc.message}") from None
+        served = [s.sha256 for s in self.sources.get(name, [])]
+        if served and info.get("sha256") not in served:
+            raise GatewayError(
+                "not_convertible",
+                f"model {name}: {path.name} was converted from another file (sha256 {str(info.get('sha256'))[:12]}…) "
+                "than the one served; run `bastion encrypt-model` on the served file again",
+            )
+        if weights.n_features != int(math.prod(model.spec.input_shape)) or weights.n_outputs != model.spec.num_classes:
+            raise GatewayError("not_convertible", f"model {name}: {path.name} does not match the served model's shape")
+        limit = self.config.limits.max_encrypted_bytes
+        if isinstance(weights, LinearWeights):
+            return EncryptedLinearServer(weights, bounds=model.spec.bounds, max_query_bytes=limit)
+        return EncryptedMLPServer(weights, bounds=model.spec.bounds, max_query_bytes=limit)
 
     def _encrypted_principal(self, token: str | None, trace: _Trace) -> Principal:
         principal = self.keys.authenticate(token)
