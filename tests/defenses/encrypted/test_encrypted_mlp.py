@@ -55,7 +55,7 @@ def test_a_relu_mlp_converts_to_a_fitted_quadratic(digits) -> None:
     a, _, _ = w.poly
     assert a > 0  # a quadratic opening upwards, as ReLU's least-squares fit is
     poly_acc = float((w.plaintext(digits.x_test).argmax(1) == digits.y_test).float().mean())
-    assert poly_acc > 0.5
+    assert poly_acc > 0.95  # measured 0.969 against the ReLU original's 0.972
     with pytest.raises(ConfigError, match="needs the data"):
         convert_mlp(net)
 
@@ -68,8 +68,21 @@ def test_models_that_cannot_be_converted_are_refused_naming_the_layer(digits_mod
     )
     with pytest.raises(ConfigError, match="one hidden layer"):
         convert_mlp(deep)
-    with pytest.raises(ConfigError, match="Tanh has no polynomial form"):
-        convert_mlp(torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)))
+    with pytest.raises(ConfigError, match="GELU has no polynomial form"):
+        convert_mlp(torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.GELU(), torch.nn.Linear(4, 2)))
+
+
+@pytest.mark.parametrize("act", [torch.nn.Sigmoid, torch.nn.Tanh])
+def test_sigmoid_and_tanh_are_fitted_on_their_input_range(act, digits) -> None:
+    torch.manual_seed(0)
+    net = _train(
+        torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), act(), torch.nn.Linear(16, 10)), digits
+    )
+    w = convert_mlp(net, digits.x_train)
+    with torch.no_grad():
+        original = net(digits.x_test).argmax(1)
+    agree = float((w.plaintext(digits.x_test).argmax(1) == original).float().mean())
+    assert agree > 0.95  # measured 0.972 (sigmoid) and 0.975 (tanh): the quadratic keeps nearly every decision
 
 
 def test_the_mlp_refuses_the_single_packing(square_mlp, digits) -> None:

@@ -4,9 +4,9 @@ CKKS evaluates additions and multiplications only, so an activation must be a po
 
 - train the network with the polynomial itself (:class:`PolyActivation`, e.g. the square of CryptoNets, Gilad-Bachrach
   et al. 2016): the encrypted model then computes exactly the function that was trained;
-- convert a trained ReLU MLP: ReLU is replaced by the least-squares degree-2 polynomial on the range its inputs take
-  over the training data (:func:`convert_mlp`), and the plaintext accuracy of that polynomial version is reported
-  before anything is encrypted, since the approximation can cost accuracy.
+- convert a trained MLP: its ReLU, sigmoid or tanh is replaced by the least-squares degree-2 polynomial on the range
+  its inputs take over the training data (:func:`convert_mlp`), and the plaintext accuracy of that polynomial version
+  is reported before anything is encrypted, since the approximation can cost accuracy.
 
 Evaluated in the feature-wise batch packing: hidden unit ``i`` is one ciphertext of ``W1_i . x + b1_i``, its
 activation ``(a h + b) h + c`` costs two levels (one ciphertext-ciphertext product, which needs relinearisation
@@ -109,20 +109,26 @@ def convert_mlp(
     b2 = (l2.bias.detach().double().numpy() if l2.bias is not None else np.zeros(w2.shape[0])).copy()
     if isinstance(act, PolyActivation):
         poly = (act.a, act.b, act.c)
-    elif isinstance(act, nn.ReLU):
+    elif isinstance(act, (nn.ReLU, nn.Sigmoid, nn.Tanh)):
+        name = type(act).__name__
         if relu_range is None:
             if x_fit is None:
-                raise ConfigError("replacing ReLU by a polynomial needs the data its inputs come from (x_fit)")
+                raise ConfigError(f"replacing {name} by a polynomial needs the data its inputs come from (x_fit)")
             pre = x_fit.reshape(x_fit.shape[0], -1).double().numpy() @ w1.T + b1
             lo, hi = float(np.percentile(pre, 0.5)), float(np.percentile(pre, 99.5))
         else:
             lo, hi = relu_range
         grid = np.linspace(lo, hi, 2001)
-        a, b, c = np.polyfit(grid, np.maximum(grid, 0.0), 2)
+        target = {
+            "ReLU": np.maximum(grid, 0.0),
+            "Sigmoid": 1.0 / (1.0 + np.exp(-grid)),
+            "Tanh": np.tanh(grid),
+        }[name]
+        a, b, c = np.polyfit(grid, target, 2)
         poly = (float(a), float(b), float(c))
     else:
         raise ConfigError(
-            f"the activation {type(act).__name__} has no polynomial form here; use ReLU (approximated) or "
-            "PolyActivation (exact)"
+            f"the activation {type(act).__name__} has no polynomial form here; use ReLU, Sigmoid or Tanh "
+            "(approximated by a fitted quadratic) or PolyActivation (exact)"
         )
     return PolyMLPWeights(w1, b1, poly, w2, b2)
