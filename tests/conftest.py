@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,30 @@ class Quantize(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.inner(torch.round(x * 3) / 3)
+
+
+POSTGRES_ADMIN_URL = os.environ.get("BASTION_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture()
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards. A server that cannot be reached is a
+    failure, not a skip (scripts/services.sh starts one): every backend is tested, always."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    name = f"bastion_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as c:
+            c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as e:
+        admin.dispose()
+        pytest.fail(f"PostgreSQL at {POSTGRES_ADMIN_URL} is not reachable ({e.orig}); run scripts/services.sh")
+    try:
+        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as c:
+            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

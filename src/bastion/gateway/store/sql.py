@@ -169,8 +169,9 @@ class SqlStore:
         if self._sqlite and self.url.startswith("sqlite:///"):
             _create_private(Path(self.url.removeprefix("sqlite:///")))
         try:
-            _META.create_all(self.engine)
-            self._migrate()
+            from bastion.gateway.store.migrate import upgrade
+
+            upgrade(self.engine)
         except sa.exc.OperationalError as exc:
             orig = str(exc.orig).replace(self.url, masked_url(self.url))
             raise ConfigError(f"cannot open the gateway database {masked_url(self.url)!r}: {orig}") from None
@@ -238,13 +239,6 @@ class SqlStore:
         return bool(self._write(stmt).rowcount)
 
     # audit
-    def _migrate(self) -> None:
-        """Add columns that newer versions expect to a database an older version created."""
-        columns = {c["name"] for c in sa.inspect(self.engine).get_columns("audit_events")}
-        if "chain" not in columns:
-            with self.engine.begin() as conn:
-                conn.execute(sa.text("ALTER TABLE audit_events ADD COLUMN chain VARCHAR(64)"))
-
     def append(self, event: AuditEvent) -> int:
         """Append an event, chained to the last one in the same transaction (other processes may write too)."""
         row = _audit_row(event)
@@ -261,6 +255,8 @@ class SqlStore:
                     raise
             return int(cur.lastrowid or 0)
         with self._write_lock, self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":  # replicas append to one chain: one writer at a time, in order
+                conn.execute(sa.text("LOCK TABLE audit_events IN SHARE ROW EXCLUSIVE MODE"))
             last = conn.execute(sa.select(AUDIT.c.chain).order_by(AUDIT.c.event_id.desc()).limit(1)).first()
             row["chain"] = chain_link(last[0] if last else None, row)
             result = conn.execute(AUDIT.insert().values(**row))
