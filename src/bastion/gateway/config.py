@@ -233,6 +233,13 @@ class ServerConfig(_Strict):
         return self
 
 
+class SyncConfig(_Strict):
+    """Threat state shared by replicas over Redis pub/sub (bastion.gateway.sync); off when ``url`` is null."""
+
+    url: str | None = Field(None, description="redis://host:6379/0: the replicas' pub/sub server")
+    channel: str = Field("bastion-gateway", min_length=1, max_length=200)
+
+
 class AuditConfig(_Strict):
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
 
@@ -257,6 +264,7 @@ class GatewayConfig(_Strict):
     audit: AuditConfig = AuditConfig()
     server: ServerConfig = ServerConfig()
     registry: RegistryConfig | None = None
+    sync: SyncConfig = SyncConfig()
 
     @model_validator(mode="after")
     def _sources(self) -> GatewayConfig:

@@ -242,6 +242,7 @@ class Gateway:
         self.started = clock()
         self._last_sweep = self.started
         self.sources: dict[str, list[Any]] = {}  # where each served model came from (gateway.artifacts.Source)
+        self.bus: Any = None  # the replicas' state bus (bastion.gateway.sync.StateBus), when config.sync names one
         self._encrypted: dict[str, Any] = {}  # model name -> EncryptedLinearServer, built on first use
         self._encrypted_owner: dict[str, set[str]] = {}  # context id -> the keys that registered it
         self.monitored = bool(monitors)
@@ -276,6 +277,11 @@ class Gateway:
         gateway = cls(config, store, models, built, screens=screens, secret=secret)
         gateway.sources = sources
         gateway.monitored = monitors
+        try:
+            gateway.start_sync()
+        except BaseException:
+            gateway.close()
+            raise
         return gateway
 
     def reload_model(self, name: str) -> dict[str, Any]:
@@ -518,8 +524,57 @@ class Gateway:
         )
 
     def close(self) -> None:
+        if self.bus is not None:
+            self.bus.close()
         self.numeric.close()
         self.store.close()
+
+    # ---- threat state shared with other replicas (bastion.gateway.sync)
+    def start_sync(self) -> None:
+        """Join the replicas' state bus named in ``config.sync`` (a no-op when it names none)."""
+        if self.config.sync.url is None or self.bus is not None:
+            return
+        from bastion.gateway.sync import StateBus
+
+        self.bus = StateBus(self.config.sync.url, self.config.sync.channel, self._apply_remote)
+
+    def _publish(self, event: dict[str, Any]) -> None:
+        if self.bus is not None:
+            self.bus.publish(event)
+
+    def _apply_remote(self, event: dict[str, Any]) -> None:
+        """Apply another replica's event to this one's threat state (that replica has recorded it already)."""
+        from bastion.monitors.base import Severity
+
+        op, now = event.get("op"), self.clock()
+        with self._monitor_lock:
+            if op == "alerts":
+                alerts = [
+                    Alert(
+                        a["monitor"],
+                        a["kind"],
+                        a["key_id"],
+                        Severity[str(a["severity"]).upper()],
+                        a["message"],
+                        float(a["score"]),
+                        a["atlas"],
+                        float(a["time"]),
+                        dict(a.get("evidence") or {}),
+                    )
+                    for a in event.get("alerts", [])
+                ]
+                self.threat.observe(alerts, now, event.get("client"))
+            elif op == "pin":
+                level = ThreatLevel.parse(str(event["level"]))
+                self.threat.pin(str(event["key_id"]), level, now, str(event.get("actor")), str(event.get("reason")))
+            elif op == "reset":
+                self.threat.reset(str(event["key_id"]), now, str(event.get("actor")), str(event.get("reason")))
+            elif op == "forget":
+                for monitors in self.monitors.values():
+                    for m in monitors:
+                        m.forget(str(event["key_id"]))
+                self.threat.forget(str(event["key_id"]), now)
+        self.metrics.service_level.set(int(self.threat.service_level))
 
     def level_for(self, principal: Principal) -> ThreatLevel:
         """The level a key is served at: its own. The service level alerts people and tightens what keys created
@@ -776,6 +831,8 @@ class Gateway:
             for m in self.monitors.get(event.model, []):
                 alerts.extend(m.observe(event))
             transitions = [] if assessment else self.threat.observe(alerts, event.time, client)
+        if alerts and not assessment:
+            self._publish({"op": "alerts", "alerts": [a.to_dict() for a in alerts], "client": client})
         for a in alerts:
             if assessment:
                 a.evidence["assessment_key"] = True
@@ -807,6 +864,7 @@ class Gateway:
                     m.forget(key_id)
             transitions = self.threat.forget(key_id, self.clock())
         self._apply(transitions)
+        self._publish({"op": "forget", "key_id": key_id})
 
     def _apply(self, transitions: list[LevelTransition]) -> None:
         for tr in transitions:
@@ -882,13 +940,16 @@ class Gateway:
         now = self.clock()
         if level is None:
             transitions = self.threat.reset(key_id, now, actor, reason or "reset by an administrator")
+            self._publish({"op": "reset", "key_id": key_id, "actor": actor, "reason": reason})
         else:
             transitions = self.threat.pin(key_id, level, now, actor, reason or "set by an administrator")
+            self._publish({"op": "pin", "key_id": key_id, "level": level.label, "actor": actor, "reason": reason})
         self._apply(transitions)
         return {"key_id": key_id, "level": self.threat.level(key_id).label}
 
     def status(self) -> dict[str, Any]:
         return {
+            "sync": self.bus.status() if self.bus is not None else None,
             "service_level": self.threat.service_level.label,
             "keys": self.threat.snapshot(),
             "models": {n: {"members": len(m), "input_shape": list(m.spec.input_shape)} for n, m in self.models.items()},
