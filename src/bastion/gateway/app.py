@@ -261,9 +261,10 @@ def create_app(gateway: Gateway) -> FastAPI:
         return await run_in_threadpool(gateway.keyed, _token(request), action, fn, _client(request))
 
     @app.get("/healthz", tags=["service"])
-    async def healthz() -> dict[str, str]:
-        """Liveness: the only endpoint that needs no key."""
-        return {"status": "ok"}
+    async def healthz() -> dict[str, Any]:
+        """Liveness, and which shared component (rate-limit storage, state bus) is down if any: the only endpoint
+        that needs no key."""
+        return gateway.health()
 
     @app.get("/openapi.json", tags=["service"], include_in_schema=False)
     async def openapi(request: Request) -> JSONResponse:

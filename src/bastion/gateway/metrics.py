@@ -28,6 +28,12 @@ class GatewayMetrics:
         self.keys_under_attack = Gauge(
             "bastion_keys_above_normal", "Keys at a threat level above normal", registry=self.registry
         )
+        self.degraded = Gauge(
+            "bastion_degraded",
+            "1 while a shared component is unavailable and this replica runs on local state",
+            ["component"],
+            registry=self.registry,
+        )
         self.disagreement = Histogram(
             "bastion_ensemble_disagreement",
             "Fraction of ensemble members disagreeing with the ensemble, per input",

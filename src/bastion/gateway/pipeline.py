@@ -214,9 +214,13 @@ class Gateway:
         self.clock = clock
         self.keys = KeyManager(store, secret)
         r = config.rate
-        self.limiter = RateLimiter(r.requests_per_second, r.inputs_per_minute, r.inputs_per_day, r.storage)
+        self.limiter = RateLimiter(
+            r.requests_per_second, r.inputs_per_minute, r.inputs_per_day, r.storage, on_change=self._degradation
+        )
         a = r.assessment
-        self.assessment_limiter = RateLimiter(a.requests_per_second, a.inputs_per_minute, a.inputs_per_day, r.storage)
+        self.assessment_limiter = RateLimiter(
+            a.requests_per_second, a.inputs_per_minute, a.inputs_per_day, r.storage, on_change=self._degradation
+        )
         self.auth_failures = AuthFailureLimiter(config.limits.auth_failures_per_minute, r.storage)
         t = config.threat
         self.threat = ThreatTracker(
@@ -528,6 +532,38 @@ class Gateway:
             self.bus.close()
         self.numeric.close()
         self.store.close()
+
+    # ---- degraded modes: a shared component down, this replica serving on local state
+    def _degradation(self, degraded: bool, reason: str) -> None:
+        """A shared component failed or came back: logged, audited, in /metrics and /healthz."""
+        self.metrics.degraded.labels("rate_limits").set(1 if degraded else 0)
+        (log.error if degraded else log.warning)("%s", reason)
+        try:
+            self.audit.record(
+                AuditEvent(
+                    time=self.clock(),
+                    request_id=uuid.uuid4().hex,
+                    key_id=None,
+                    model=None,
+                    input_hash=None,
+                    n_inputs=0,
+                    decision="service:degraded" if degraded else "service:restored",
+                    status=200,
+                    latency_ms=0.0,
+                    output={"component": "rate_limits", "reason": reason},
+                    client="gateway",
+                )
+            )
+        except GatewayError:  # the audit store is down too: the log line above is what remains
+            log.error("could not audit the change of degraded mode: %s", reason)
+
+    def health(self) -> dict[str, Any]:
+        """Liveness and what runs degraded (no key needed: it says which shared component is down, nothing more)."""
+        degraded = [lim.degraded for lim in (self.limiter, self.assessment_limiter) if lim.degraded]
+        if self.bus is not None and not self.bus.connected:
+            degraded.append("state bus (Redis) unavailable: threat state is this replica's own")
+        self.metrics.degraded.labels("state_bus").set(1 if self.bus is not None and not self.bus.connected else 0)
+        return {"status": "degraded" if degraded else "ok", **({"degraded": sorted(set(degraded))} if degraded else {})}
 
     # ---- threat state shared with other replicas (bastion.gateway.sync)
     def start_sync(self) -> None:

@@ -10,10 +10,12 @@ The storage is ``limits``' in-process memory by default; a ``redis://`` URL shar
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerMinute, RateLimitItemPerSecond, storage
@@ -27,6 +29,8 @@ from limits.strategies import (
 )
 
 from bastion.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 class _InlineExpiryMemory(storage.MemoryStorage):
@@ -71,7 +75,14 @@ class RateDecision:
 
 
 class RateLimiter:
-    """Burst, sustained and daily limits per key id."""
+    """Burst, sustained and daily limits per key id.
+
+    With a shared storage (``redis://``) that fails, the limiter does not fail the request: it switches to counters
+    in this process (limits still hold, per replica), calls ``on_change(True, reason)``, and tries the shared storage
+    again every RETRY_S seconds; when it answers, it switches back and calls ``on_change(False, ...)``. The counts
+    made meanwhile stay local (a replica's allowance was at most doubled while the shared state was gone)."""
+
+    RETRY_S = 2.0
 
     def __init__(
         self,
@@ -79,6 +90,7 @@ class RateLimiter:
         inputs_per_minute: int,
         inputs_per_day: int,
         storage_url: str = "memory://",
+        on_change: Callable[[bool, str], None] | None = None,
     ) -> None:
         for name, value in (
             ("requests_per_second", requests_per_second),
@@ -94,10 +106,44 @@ class RateLimiter:
         self._burst = RateLimitItemPerSecond(requests_per_second)
         self._minute = RateLimitItemPerMinute(inputs_per_minute)
         self._day = RateLimitItemPerDay(inputs_per_day)
-        self._moving = MovingWindowRateLimiter(self._storage)
-        self._sliding = SlidingWindowCounterRateLimiter(self._storage)
-        self._fixed = FixedWindowRateLimiter(self._storage)
+        self._shared = storage_url.strip() != "memory://"
+        self._on_change = on_change
+        self.degraded: str | None = None  # why the shared storage is not in use, while it is not
+        self._retry_at = 0.0
+        self._use(self._storage)
         self._lock = threading.Lock()
+
+    def _use(self, store: storage.Storage) -> None:
+        self._moving = MovingWindowRateLimiter(store)
+        self._sliding = SlidingWindowCounterRateLimiter(store)
+        self._fixed = FixedWindowRateLimiter(store)
+
+    def _guarded(self, fn: Callable[[], RateDecision]) -> RateDecision:
+        """Run a charge; on a shared-storage failure, fall back to local counters (and come back later)."""
+        if self.degraded is not None and time.monotonic() >= self._retry_at:
+            self._retry_at = time.monotonic() + self.RETRY_S
+            try:
+                ok = bool(self._storage.check())
+            except Exception:  # the shared storage is still down
+                ok = False
+            if ok:
+                self._use(self._storage)
+                self.degraded = None
+                log.warning("rate limits: the shared storage is back; using it again")
+                if self._on_change is not None:
+                    self._on_change(False, "shared rate-limit storage restored")
+        try:
+            return fn()
+        except Exception as exc:  # redis errors and the like: never a failed request for the store's sake
+            if not self._shared or self.degraded is not None:
+                raise
+            self.degraded = f"shared rate-limit storage unavailable ({type(exc).__name__}); limits are per replica"
+            self._retry_at = time.monotonic() + self.RETRY_S
+            self._use(_InlineExpiryMemory())
+            log.error("rate limits: %s", self.degraded)
+            if self._on_change is not None:
+                self._on_change(True, self.degraded)
+            return fn()
 
     @staticmethod
     def _allowance(item: RateLimitItem, factor: float) -> int:
@@ -124,16 +170,21 @@ class RateLimiter:
 
     def charge_request(self, key_id: str, factor: float = 1.0) -> RateDecision:
         """Count one request against the burst allowance."""
-        with self._lock:
+
+        def charge() -> RateDecision:
             refused = self._check(self._moving, self._burst, key_id, 1, factor, "requests per second")
             if refused is not None:
                 return refused
             self._moving.hit(self._burst, key_id)
-        return RateDecision(True)
+            return RateDecision(True)
+
+        with self._lock:
+            return self._guarded(charge)
 
     def charge_inputs(self, key_id: str, n: int, factor: float = 1.0) -> RateDecision:
         """Charge ``n`` inputs against the sustained rate and the daily budget, or neither."""
-        with self._lock:
+
+        def charge() -> RateDecision:
             for strategy, item, what in (
                 (self._sliding, self._minute, "inputs per minute"),
                 (self._fixed, self._day, "inputs per day"),
@@ -143,7 +194,10 @@ class RateLimiter:
                     return refused
             self._sliding.hit(self._minute, key_id, cost=n)
             self._fixed.hit(self._day, key_id, cost=n)
-        return RateDecision(True)
+            return RateDecision(True)
+
+        with self._lock:
+            return self._guarded(charge)
 
     def remaining_today(self, key_id: str) -> int:
         return int(self._fixed.get_window_stats(self._day, key_id).remaining)

@@ -1,0 +1,110 @@
+"""Redis killed under a running gateway and started again: requests keep being answered with limits enforced per
+replica, /healthz and /metrics say the gateway is degraded, the audit log records both changes, and the shared
+state is used again once Redis is back."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from bastion.data import Dataset
+from bastion.gateway import Gateway, create_app, parse_config
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start_redis(port: int) -> subprocess.Popen[bytes]:
+    import redis
+
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    for _ in range(100):
+        try:
+            if client.ping():
+                return proc
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"redis-server did not start on port {port}")
+
+
+def _until(cond, timeout: float = 8.0) -> bool:  # type: ignore[no-untyped-def]
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.1)
+    return bool(cond())
+
+
+def test_redis_down_and_back_degrades_and_recovers(digits_model_file: Path, tmp_path: Path, digits: Dataset) -> None:
+    port = _port()
+    redis_proc = _start_redis(port)
+    url = f"redis://127.0.0.1:{port}/0"
+    cfg = parse_config(
+        {
+            "models": {"digits": {"paths": [str(digits_model_file)]}},
+            "database": str(tmp_path / "gw.db"),
+            "runtime": "torch",
+            "rate": {
+                "requests_per_second": 5,
+                "inputs_per_minute": 1_000_000,
+                "inputs_per_day": 10_000_000,
+                "storage": url,
+            },
+            "sync": {"url": url},
+        },
+        base=tmp_path,
+    )
+    gw = Gateway.from_config(cfg, monitors=False)
+    try:
+        client = TestClient(create_app(gw))
+        _, key = gw.keys.create("app", ["predict:labels"])
+        h = {"Authorization": f"Bearer {key}"}
+        body = {"inputs": digits.x_test[:1].tolist()}
+        assert client.get("/healthz").json() == {"status": "ok"}
+        assert client.post("/v1/models/digits/predict", json=body, headers=h).status_code == 200
+
+        redis_proc.kill()
+        redis_proc.wait()
+        codes = [client.post("/v1/models/digits/predict", json=body, headers=h).status_code for _ in range(12)]
+        assert 500 not in codes and 503 not in codes and codes[0] == 200, codes
+        assert 429 in codes  # the limits still hold, on this replica's own counters
+        health = client.get("/healthz").json()
+        assert health["status"] == "degraded" and any("rate-limit storage" in d for d in health["degraded"])
+        assert _until(lambda: any("state bus" in d for d in client.get("/healthz").json().get("degraded", [])))
+        _, admin = gw.keys.create("ops", ["admin"])
+        metrics = client.get("/metrics", headers={"Authorization": f"Bearer {admin}"}).text
+        assert 'bastion_degraded{component="rate_limits"} 1.0' in metrics
+
+        redis_proc = _start_redis(port)
+        time.sleep(gw.limiter.RETRY_S + 0.2)
+        assert _until(lambda: client.post("/v1/models/digits/predict", json=body, headers=h).status_code == 200)
+        assert _until(lambda: client.get("/healthz").json() == {"status": "ok"}), client.get("/healthz").json()
+        eng = sa.create_engine(f"sqlite:///{tmp_path / 'gw.db'}")
+        with eng.connect() as c:
+            rows = c.execute(
+                sa.text("select decision, output from audit_events where decision like 'service:%' order by event_id")
+            ).all()
+        eng.dispose()
+        decisions = [d for d, _ in rows]
+        assert decisions[:1] == ["service:degraded"] and "service:restored" in decisions
+        assert json.loads(rows[0][1])["component"] == "rate_limits"
+    finally:
+        gw.close()
+        redis_proc.kill()
+        redis_proc.wait()
