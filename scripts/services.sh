@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# Makes sure the servers the tests use are running on loopback: PostgreSQL (127.0.0.1:5432) and Redis
-# (127.0.0.1:6379). Starts them where they are installed but stopped; installs Debian's packages when they are
-# missing and this runs as root. Fails (exit 1) when a server cannot be had: the tests never skip a backend.
+# Makes sure what the tests use is there: PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379) running on loopback,
+# and Debian's Chromium for the dashboard's browser test. Starts the servers where they are installed but stopped;
+# installs Debian's packages when they are missing and this runs as root. Fails (exit 1) when one cannot be had: the
+# tests never skip a backend.
 set -euo pipefail
 
 pg_up() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
 redis_up() { redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; }
 
-if ! command -v pg_isready >/dev/null || ! command -v redis-cli >/dev/null; then
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server >/dev/null
-  fi
+missing=()
+command -v pg_isready >/dev/null || missing+=(postgresql)
+command -v redis-cli >/dev/null || missing+=(redis-server)
+command -v chromium >/dev/null || missing+=(chromium)
+if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" = 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 if ! pg_up && [ -d /etc/postgresql ]; then
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
@@ -22,6 +25,7 @@ if ! redis_up && command -v redis-server >/dev/null; then
     --logfile /tmp/bastion-redis.log || true
   for _ in $(seq 1 30); do redis_up && break; sleep 1; done
 fi
+command -v chromium >/dev/null || { echo "Chromium is missing (apt-get install chromium) and could not be installed" >&2; exit 1; }
 pg_up || { echo "PostgreSQL is not reachable on 127.0.0.1:5432 and could not be started" >&2; exit 1; }
 redis_up || { echo "Redis is not reachable on 127.0.0.1:6379 and could not be started" >&2; exit 1; }
 # the tests connect as postgres over TCP without a password (trust auth on loopback, as Debian's test setup has)

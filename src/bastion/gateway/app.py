@@ -441,6 +441,43 @@ def create_app(gateway: Gateway) -> FastAPI:
         result: dict[str, Any] = await admin(request, "reload_model", lambda _: gateway.reload_model(name))
         return result
 
+    @app.get("/dashboard", tags=["service"], include_in_schema=False)
+    async def dashboard() -> Response:
+        """The dashboard page: static, no key needed to load it; everything it shows comes from the admin API with
+        the admin key typed into it."""
+        from importlib.resources import files
+
+        page = files("bastion.gateway.dashboard").joinpath("index.html").read_bytes()
+        return Response(
+            page,
+            media_type="text/html; charset=utf-8",
+            headers={
+                "Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+                "X-Content-Type-Options": "nosniff",
+                "Referrer-Policy": "no-referrer",
+                "Cache-Control": "no-store",
+            },
+        )
+
+    @app.get("/v1/admin/audit", tags=["admin"], responses=_ERRORS)
+    async def recent_audit(request: Request, limit: int = 50) -> Any:
+        """The newest audit events (newest first; at most 1,000)."""
+        if not 1 <= limit <= 1000:
+            return await _refused(request, "bad_request", "limit must be between 1 and 1000")
+        result: dict[str, Any] = await admin(
+            request, "audit", lambda _: {"events": [e.to_dict() for e in gateway.store.recent_events(limit)]}
+        )
+        return result
+
+    @app.get("/v1/admin/traffic", tags=["admin"], responses=_ERRORS)
+    async def traffic(request: Request, minutes: int = 60) -> Any:
+        """Requests, inputs, refusals and alerts per minute and per key over the last ``minutes`` (at most 1,440)."""
+        if not 1 <= minutes <= 1440:
+            return await _refused(request, "bad_request", "minutes must be between 1 and 1440")
+        result: dict[str, Any] = await admin(request, "traffic", lambda _: gateway.traffic(minutes))
+        return result
+
     @app.get("/v1/admin/incidents", tags=["admin"], responses=_ERRORS)
     async def list_incidents(request: Request, status: str | None = None) -> dict[str, Any]:
         result: dict[str, Any] = await admin(

@@ -983,6 +983,32 @@ class Gateway:
         self._apply(transitions)
         return {"key_id": key_id, "level": self.threat.level(key_id).label}
 
+    def traffic(self, minutes: int = 60, max_events: int = 10_000) -> dict[str, Any]:
+        """Per-minute requests and alerts, and per-key totals, from the newest audit events of the last ``minutes``
+        (at most ``max_events`` of them: the dashboard's charts)."""
+        now = self.clock()
+        since = now - 60 * minutes
+        events = self.store.recent_events(max_events, since=since)
+        start = int(since // 60)
+        requests, alerts = [0] * minutes, [0] * minutes
+        keys: dict[str, dict[str, Any]] = {}
+        for e in events:
+            bucket = min(minutes - 1, max(0, int(e.time // 60) - start - 1))
+            requests[bucket] += 1
+            alerts[bucket] += len(e.alerts)
+            if e.key_id is None:
+                continue
+            k = keys.setdefault(e.key_id, {"key_id": e.key_id, "requests": 0, "inputs": 0, "refused": 0, "alerts": 0})
+            k["requests"] += 1
+            k["inputs"] += e.n_inputs
+            k["refused"] += int(e.status >= 400)
+            k["alerts"] += len(e.alerts)
+        return {
+            "series": {"minutes": list(range(-minutes + 1, 1)), "requests": requests, "alerts": alerts},
+            "keys": sorted(keys.values(), key=lambda k: (-k["alerts"], -k["requests"])),
+            "events": len(events),
+        }
+
     def status(self) -> dict[str, Any]:
         return {
             "sync": self.bus.status() if self.bus is not None else None,

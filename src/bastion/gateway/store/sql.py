@@ -282,6 +282,33 @@ class SqlStore:
             m = r._mapping
             yield int(m["event_id"]), {c: m[c] for c in _AUDIT_COLUMNS}, m["chain"]
 
+    def recent_events(self, limit: int = 100, since: float | None = None) -> list[AuditEvent]:
+        """The newest ``limit`` events (newest first), optionally only those at or after ``since``."""
+        q = AUDIT.select().order_by(AUDIT.c.event_id.desc()).limit(max(1, min(limit, 10_000)))
+        if since is not None:
+            q = q.where(AUDIT.c.time >= since)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).all()
+        return [self._event(r) for r in rows]
+
+    @staticmethod
+    def _event(r: Any) -> AuditEvent:
+        return AuditEvent(
+            time=r.time,
+            request_id=r.request_id,
+            key_id=r.key_id,
+            model=r.model,
+            input_hash=r.input_hash,
+            n_inputs=r.n_inputs,
+            decision=r.decision,
+            status=r.status,
+            latency_ms=r.latency_ms,
+            output=json.loads(r.output),
+            alerts=json.loads(r.alerts),
+            client=r.client,
+            event_id=r.event_id,
+        )
+
     def iter_events(self, after_id: int = 0, batch: int = 1000) -> Iterator[AuditEvent]:
         for r in self._audit_rows(after_id, batch):
             yield AuditEvent(
