@@ -108,3 +108,92 @@ def test_redis_down_and_back_degrades_and_recovers(digits_model_file: Path, tmp_
         gw.close()
         redis_proc.kill()
         redis_proc.wait()
+
+
+def _pg_bin(tool: str) -> str:
+    import glob
+
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{tool}"))
+    if not found:
+        raise AssertionError(f"PostgreSQL's {tool} is not installed (scripts/services.sh installs postgresql)")
+    return found[-1]
+
+
+def _as_postgres(args: list[str]) -> list[str]:
+    import os
+
+    return ["runuser", "-u", "postgres", "--", *args] if os.getuid() == 0 else args
+
+
+def test_postgresql_down_means_503_never_an_unaudited_answer(
+    digits_model_file: Path, tmp_path: Path, digits: Dataset
+) -> None:
+    """A throwaway PostgreSQL server is stopped under the gateway and started again: while it is down every predict
+    gets 503 (the audit write cannot happen, so no answer goes out), /healthz says so, and afterwards the gateway
+    answers again with one unbroken audit chain holding every answer it gave."""
+    import os
+
+    from bastion.gateway.store.sql import verify_rows
+
+    import shutil
+    import tempfile
+
+    data = Path(tempfile.mkdtemp(prefix="bastion-pg-"))  # under /tmp: pytest's folders are closed to other users
+    if os.getuid() == 0:
+        os.chown(data, *_uid_gid("postgres"))
+    subprocess.run(
+        _as_postgres([_pg_bin("initdb"), "-D", str(data / "d"), "-A", "trust", "-U", "postgres"]),
+        check=True,
+        capture_output=True,
+    )
+    port = _port()
+    ctl = [_pg_bin("pg_ctl"), "-D", str(data / "d"), "-l", str(data / "log")]
+    start = _as_postgres([*ctl, "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "-w", "start"])
+    stop = _as_postgres([*ctl, "-m", "immediate", "-w", "stop"])
+    subprocess.run(start, check=True, capture_output=True)
+    try:
+        cfg = parse_config(
+            {
+                "models": {"digits": {"paths": [str(digits_model_file)]}},
+                "database": f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres",
+                "secret_file": str(tmp_path / "gw.secret"),
+                "runtime": "torch",
+                "rate": {"requests_per_second": 1000, "inputs_per_minute": 1_000_000, "inputs_per_day": 10_000_000},
+            },
+            base=tmp_path,
+        )
+        gw = Gateway.from_config(cfg, monitors=False)
+        try:
+            client = TestClient(create_app(gw))
+            _, key = gw.keys.create("app", ["predict:labels"])
+            h = {"Authorization": f"Bearer {key}"}
+            body = {"inputs": digits.x_test[:1].tolist()}
+            answered = 0
+            for _ in range(5):
+                answered += client.post("/v1/models/digits/predict", json=body, headers=h).status_code == 200
+            subprocess.run(stop, check=True, capture_output=True)
+            down = [client.post("/v1/models/digits/predict", json=body, headers=h) for _ in range(3)]
+            assert [r.status_code for r in down] == [503, 503, 503]
+            assert all("Traceback" not in r.text for r in down)
+            health = client.get("/healthz").json()
+            assert health["status"] == "degraded" and any("database" in d for d in health["degraded"])
+            subprocess.run(start, check=True, capture_output=True)
+            assert _until(lambda: client.post("/v1/models/digits/predict", json=body, headers=h).status_code == 200)
+            answered += 1
+            for _ in range(3):
+                answered += client.post("/v1/models/digits/predict", json=body, headers=h).status_code == 200
+            events = list(gw.store.iter_events(0))
+            assert sum(e.decision == "answered" for e in events) == answered == 9
+            assert verify_rows(gw.store.iter_chain())[2] is None
+        finally:
+            gw.close()
+    finally:
+        subprocess.run(stop, capture_output=True)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def _uid_gid(user: str) -> tuple[int, int]:
+    import pwd
+
+    p = pwd.getpwnam(user)
+    return p.pw_uid, p.pw_gid

@@ -246,6 +246,7 @@ class Gateway:
         self.started = clock()
         self._last_sweep = self.started
         self.sources: dict[str, list[Any]] = {}  # where each served model came from (gateway.artifacts.Source)
+        self.store_failed_at: float | None = None  # when the database last failed a request (for /healthz)
         self.bus: Any = None  # the replicas' state bus (bastion.gateway.sync.StateBus), when config.sync names one
         self._encrypted: dict[str, Any] = {}  # model name -> EncryptedLinearServer, built on first use
         self._encrypted_owner: dict[str, set[str]] = {}  # context id -> the keys that registered it
@@ -560,6 +561,8 @@ class Gateway:
     def health(self) -> dict[str, Any]:
         """Liveness and what runs degraded (no key needed: it says which shared component is down, nothing more)."""
         degraded = [lim.degraded for lim in (self.limiter, self.assessment_limiter) if lim.degraded]
+        if self.store_failed_at is not None and time.monotonic() - self.store_failed_at < 10.0:
+            degraded.append("database unavailable: requests are refused (503) rather than answered unaudited")
         if self.bus is not None and not self.bus.connected:
             degraded.append("state bus (Redis) unavailable: threat state is this replica's own")
         self.metrics.degraded.labels("state_bus").set(1 if self.bus is not None and not self.bus.connected else 0)
@@ -678,6 +681,7 @@ class Gateway:
             exc.request_id = trace.request_id
             raise exc
         if isinstance(exc, (sqlite3.Error, SQLAlchemyError)):  # the service's database failed: never the client's
+            self.store_failed_at = time.monotonic()
             self._write_audit(trace, "refused:store_unavailable", 503, t0, client)
             log.error("store failure on %s: %s", trace.request_id, exc)
             err = GatewayError("store_unavailable", "the gateway's database is unavailable; retry shortly")
