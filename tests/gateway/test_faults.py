@@ -132,11 +132,10 @@ def test_postgresql_down_means_503_never_an_unaudited_answer(
     gets 503 (the audit write cannot happen, so no answer goes out), /healthz says so, and afterwards the gateway
     answers again with one unbroken audit chain holding every answer it gave."""
     import os
-
-    from bastion.gateway.store.sql import verify_rows
-
     import shutil
     import tempfile
+
+    from bastion.gateway.store.sql import verify_rows
 
     data = Path(tempfile.mkdtemp(prefix="bastion-pg-"))  # under /tmp: pytest's folders are closed to other users
     if os.getuid() == 0:
