@@ -135,3 +135,20 @@ def test_signing_reuses_bastions_digests_and_stays_interoperable(signed: Signed)
     model_signing.verifying.Config().use_elliptic_key_verifier(public_key=signed.public).verify(
         folder, signed.registry.store.signature(signed.model_id)
     )
+
+
+def test_the_index_can_live_in_postgresql(tmp_path, keys, digits_model_file, postgres_url) -> None:
+    """The same registry with its index in PostgreSQL (the replicas' database): add, resolve, verify, lineage."""
+    from bastion.registry import SigningKey
+
+    key, pub, _, _ = keys
+    reg = Registry.init(tmp_path / "r", index_url=postgres_url)
+    try:
+        reg.add_dataset("digits", sign_with=SigningKey(key))
+        model = reg.add_model(digits_model_file, sign_with=SigningKey(key))
+        assert reg.verify(model.id, TrustPolicy.from_keys([pub])).ok
+        assert [p.row.name for p in reg.lineage(model.id).parents] == ["digits"]
+    finally:
+        reg.close()
+    with pytest.raises(ConfigError, match="is not a database URL"):
+        Registry.init(tmp_path / "bad", index_url="not a url")

@@ -85,11 +85,16 @@ def _trust(keys: list[Path] | None, chain: list[Path] | None = None) -> Any:
 
 
 @registry_app.command("init")
-def init(path: Annotated[Path, typer.Argument(help="a new or empty folder")] = DEFAULT) -> None:
-    """Create a registry (a folder with an SQLite index)."""
+def init(
+    path: Annotated[Path, typer.Argument(help="a new or empty folder")] = DEFAULT,
+    index: Annotated[
+        str | None, typer.Option(help="keep the index in this database (e.g. postgresql+psycopg://host/db)")
+    ] = None,
+) -> None:
+    """Create a registry (a folder for the artifacts; its index in SQLite there, or in the database --index names)."""
     from bastion.registry import Registry
 
-    Registry.init(path).close()
+    Registry.init(path, index_url=index).close()
     console.print(f"created registry {escape(str(path))}")
 
 

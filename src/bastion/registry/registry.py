@@ -117,9 +117,9 @@ class Registry:
         self.store = store
 
     @classmethod
-    def init(cls, root: str | Path) -> Registry:
-        """Create a new registry in ``root`` (a new or empty folder)."""
-        create_registry_folder(Path(root))
+    def init(cls, root: str | Path, *, index_url: str | None = None) -> Registry:
+        """Create a new registry in ``root`` (a new or empty folder), its index in SQLite there or at ``index_url``."""
+        create_registry_folder(Path(root), index_url)
         return cls.open(root)
 
     @classmethod

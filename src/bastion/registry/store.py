@@ -232,14 +232,23 @@ class FolderStore:
         return (self.folder(artifact_id) / MANIFEST_FILE).is_file()
 
 
-def create_registry_folder(root: Path) -> None:
-    """Make ``root`` a registry (it must not exist, or be an empty folder)."""
+def create_registry_folder(root: Path, index_url: str | None = None) -> None:
+    """Make ``root`` a registry (it must not exist, or be an empty folder); its index is an SQLite file in it, or
+    the database at ``index_url`` (any SQLAlchemy URL, e.g. the gateway's PostgreSQL)."""
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         if (root / MARKER).is_file():
             raise ConfigError(f"{root} is already a Bastion registry")
         raise ConfigError(f"{root} exists and is not empty; a new registry needs a new or empty folder")
+    if index_url is not None:
+        try:
+            sa.engine.make_url(index_url)
+        except sa.exc.ArgumentError:
+            raise ConfigError(
+                f"--index {index_url!r} is not a database URL (e.g. postgresql+psycopg://host/db)"
+            ) from None
     root.mkdir(parents=True, exist_ok=True)
-    (root / MARKER).write_text(json.dumps({"format": REGISTRY_FORMAT, "index": "sqlite:///index.db"}, indent=1) + "\n")
+    marker = {"format": REGISTRY_FORMAT, "index": index_url or "sqlite:///index.db"}
+    (root / MARKER).write_text(json.dumps(marker, indent=1) + "\n")
 
 
 def open_registry_folder(root: Path) -> tuple[RegistryIndex, ContentStore]:
@@ -258,4 +267,8 @@ def open_registry_folder(root: Path) -> tuple[RegistryIndex, ContentStore]:
     url = str(meta.get("index", "sqlite:///index.db"))
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
         url = f"sqlite:///{(root / url[len('sqlite:///') :]).resolve()}"
-    return SqlIndex(url), FolderStore(root)
+    try:
+        index = SqlIndex(url)
+    except sa.exc.SQLAlchemyError as e:
+        raise ConfigError(f"cannot open the registry index at {url.split('@')[-1]}: {type(e).__name__}") from None
+    return index, FolderStore(root)
