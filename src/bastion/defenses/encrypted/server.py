@@ -203,25 +203,18 @@ class EncryptedMLPServer(EncryptedLinearServer):
         a, b, c = m.poly
         hidden = []
         for i in range(m.hidden):
-            acc = None
-            for j in range(m.n_features):
-                wij = float(m.w1[i, j])
-                if wij != 0.0:
-                    term = cts[j] * wij
-                    acc = term if acc is None else acc + term
-            if acc is None:
-                raise InputValidationError(f"hidden unit {i} has no nonzero weight; the model is degenerate")
-            h = acc + float(m.b1[i])
+            h = _weighted_sum(cts, m.w1[i], f"hidden unit {i}") + float(m.b1[i])
             hidden.append((h * a + b) * h + c)  # (a h + b) h + c: two levels
-        outs = []
-        for k in range(m.n_outputs):
-            acc = None
-            for i in range(m.hidden):
-                wki = float(m.w2[k, i])
-                if wki != 0.0:
-                    term = hidden[i] * wki
-                    acc = term if acc is None else acc + term
-            if acc is None:
-                raise InputValidationError(f"output {k} has no nonzero weight; the model is degenerate")
-            outs.append(acc + float(m.b2[k]))
-        return outs
+        return [_weighted_sum(hidden, m.w2[k], f"output {k}") + float(m.b2[k]) for k in range(m.n_outputs)]
+
+
+def _weighted_sum(cts: list[Any], weights: Any, what: str) -> Any:
+    """sum_j w_j ct_j over the nonzero weights (a zero plaintext would make SEAL refuse the product)."""
+    acc = None
+    for ct, w in zip(cts, weights, strict=True):
+        if float(w) != 0.0:
+            term = ct * float(w)
+            acc = term if acc is None else acc + term
+    if acc is None:
+        raise InputValidationError(f"{what} has no nonzero weight; the model is degenerate")
+    return acc

@@ -311,21 +311,7 @@ class SqlStore:
 
     def iter_events(self, after_id: int = 0, batch: int = 1000) -> Iterator[AuditEvent]:
         for r in self._audit_rows(after_id, batch):
-            yield AuditEvent(
-                time=r.time,
-                request_id=r.request_id,
-                key_id=r.key_id,
-                model=r.model,
-                input_hash=r.input_hash,
-                n_inputs=r.n_inputs,
-                decision=r.decision,
-                status=r.status,
-                latency_ms=r.latency_ms,
-                output=json.loads(r.output),
-                alerts=json.loads(r.alerts),
-                client=r.client,
-                event_id=r.event_id,
-            )
+            yield self._event(r)
 
     def count_events(self) -> int:
         with self.engine.connect() as conn:
