@@ -17,7 +17,6 @@ import argparse
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,11 +29,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from bastion.gateway.server import free_port
 
 
 def _ready(port: int, timeout: float = 120.0) -> bool:
@@ -49,7 +44,7 @@ def _ready(port: int, timeout: float = 120.0) -> bool:
 
 
 def run(config: Path, replicas: int, key: str, body: dict, seconds: float, clients: int) -> dict[str, float]:
-    ports = [_port() for _ in range(replicas)]
+    ports = [free_port() for _ in range(replicas)]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"} | {"BASTION_THREADS": "1"}
     procs = [
         subprocess.Popen(

@@ -5,7 +5,6 @@ state is used again once Redis is back."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -15,12 +14,7 @@ from fastapi.testclient import TestClient
 
 from bastion.data import Dataset
 from bastion.gateway import Gateway, create_app, parse_config
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from bastion.gateway.server import free_port
 
 
 def _start_redis(port: int) -> subprocess.Popen[bytes]:
@@ -52,7 +46,7 @@ def _until(cond, timeout: float = 8.0) -> bool:  # type: ignore[no-untyped-def]
 
 
 def test_redis_down_and_back_degrades_and_recovers(digits_model_file: Path, tmp_path: Path, digits: Dataset) -> None:
-    port = _port()
+    port = free_port()
     redis_proc = _start_redis(port)
     url = f"redis://127.0.0.1:{port}/0"
     cfg = parse_config(
@@ -145,7 +139,7 @@ def test_postgresql_down_means_503_never_an_unaudited_answer(
         check=True,
         capture_output=True,
     )
-    port = _port()
+    port = free_port()
     ctl = [_pg_bin("pg_ctl"), "-D", str(data / "d"), "-l", str(data / "log")]
     start = _as_postgres([*ctl, "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "-w", "start"])
     stop = _as_postgres([*ctl, "-m", "immediate", "-w", "stop"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,12 +15,7 @@ import httpx
 import yaml
 
 from bastion.data import Dataset
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from bastion.gateway.server import free_port
 
 
 def _serve(config: Path, port: int) -> subprocess.Popen[bytes]:
@@ -70,7 +64,7 @@ def test_a_replica_killed_mid_load_loses_no_committed_audit_event(
     )
     admin = open_admin(load_config(config))
     _, key = admin.keys.create("load", ["predict:labels"])
-    ports = [_port(), _port()]
+    ports = [free_port(), free_port()]
     procs = [_serve(config, p) for p in ports]
     try:
         assert all(_ready(p) for p in ports), "the replicas did not start"

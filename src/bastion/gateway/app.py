@@ -275,6 +275,7 @@ def create_app(gateway: Gateway) -> FastAPI:
     async def prometheus(request: Request) -> Response:
         """Prometheus metrics (admin keys only: they describe every client's traffic)."""
         await admin(request, "metrics", lambda p: None)
+        gateway.health()  # refreshes the degraded-mode gauges (the state bus reports its connection when asked)
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     @app.get("/v1/models", tags=["predict"], responses=_ERRORS)

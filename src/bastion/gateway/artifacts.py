@@ -74,3 +74,20 @@ def load_members(config: GatewayConfig, entry: ModelEntry) -> tuple[list[Any], l
             sources.append(Source(str(got.loaded.path), got.loaded.sha256, v.id, v.name, v.version, v.signer))
             log.info("serving %s@%d (%s), verified: signed by %s", v.name, v.version, v.id[:12], (v.signer or "")[:16])
     return members, sources
+
+
+def artifact_alert(name: str, message: str, problems: list[str], now: float) -> Any:
+    """The alert that opens (or updates) the incident of a served model refused by verification (AML.T0010)."""
+    from bastion.monitors.base import Alert, Severity
+
+    return Alert(
+        "registry",
+        ARTIFACT_INCIDENT,
+        None,
+        Severity.CRITICAL,
+        f"model {name}: {message}",
+        float(len(problems)),
+        "AML.T0010",
+        now,
+        {"model": name, "problems": problems},
+    )

@@ -32,6 +32,28 @@ class AuditLog:
                 "audit_unavailable", "the audit log could not be written; the request was not served, retry"
             ) from exc
 
+    def record_system(
+        self, decision: str, output: dict[str, object], *, now: float, status: int = 200, model: str | None = None
+    ) -> int:
+        """An event the gateway itself causes (a model refused at start, a degraded mode): no key, no inputs."""
+        import uuid
+
+        return self.record(
+            AuditEvent(
+                time=now,
+                request_id=uuid.uuid4().hex,
+                key_id=None,
+                model=model,
+                input_hash=None,
+                n_inputs=0,
+                decision=decision,
+                status=status,
+                latency_ms=0.0,
+                output=dict(output),
+                client="gateway",
+            )
+        )
+
     def export(self, path: str | Path, after_id: int = 0) -> int:
         """Write every event after ``after_id`` to ``path`` as JSON lines; returns how many."""
         n = 0

@@ -152,42 +152,21 @@ def _calibrate(
 def record_refused_start(config: GatewayConfig, name: str, exc: Any) -> None:
     """Log, audit and open an incident for a served model refused at start (the store is opened for that)."""
     from bastion.gateway.admin import open_admin
-    from bastion.gateway.artifacts import ARTIFACT_INCIDENT
-    from bastion.monitors.base import Severity
+    from bastion.gateway.artifacts import artifact_alert
 
     problems = list(exc.problems) or [exc.message]
     log.error("refusing to start: model %s: %s: %s", name, exc.message, "; ".join(problems))
     now = time.time()
     handle = open_admin(config)
     try:
-        handle.audit.record(
-            AuditEvent(
-                time=now,
-                request_id=uuid.uuid4().hex,
-                key_id=None,
-                model=name,
-                input_hash=None,
-                n_inputs=0,
-                decision="refused:model_refused",
-                status=409,
-                latency_ms=0.0,
-                output={"model": name, "problems": problems, "when": "start"},
-                client="gateway",
-            )
+        handle.audit.record_system(
+            "refused:model_refused",
+            {"model": name, "problems": problems, "when": "start"},
+            now=now,
+            status=409,
+            model=name,
         )
-        handle.incidents.record_alert(
-            Alert(
-                "registry",
-                ARTIFACT_INCIDENT,
-                None,
-                Severity.CRITICAL,
-                f"model {name}: {exc.message}",
-                float(len(problems)),
-                "AML.T0010",
-                now,
-                {"model": name, "problems": problems},
-            )
-        )
+        handle.incidents.record_alert(artifact_alert(name, exc.message, problems, now))
     finally:
         handle.close()
 
@@ -281,7 +260,6 @@ class Gateway:
         store, secret = open_store(config)
         gateway = cls(config, store, models, built, screens=screens, secret=secret)
         gateway.sources = sources
-        gateway.monitored = monitors
         try:
             gateway.start_sync()
         except BaseException:
@@ -511,22 +489,9 @@ class Gateway:
         return self._audited(trace, "encrypted", client, run)
 
     def _open_artifact_incident(self, name: str, message: str, problems: list[str]) -> None:
-        from bastion.gateway.artifacts import ARTIFACT_INCIDENT
-        from bastion.monitors.base import Severity
+        from bastion.gateway.artifacts import artifact_alert
 
-        self.incidents.record_alert(
-            Alert(
-                monitor="registry",
-                kind=ARTIFACT_INCIDENT,
-                key_id=None,
-                severity=Severity.CRITICAL,
-                message=f"model {name}: {message}",
-                score=float(len(problems)),
-                atlas="AML.T0010",
-                time=self.clock(),
-                evidence={"model": name, "problems": problems},
-            )
-        )
+        self.incidents.record_alert(artifact_alert(name, message, problems, self.clock()))
 
     def close(self) -> None:
         if self.bus is not None:
@@ -540,20 +505,10 @@ class Gateway:
         self.metrics.degraded.labels("rate_limits").set(1 if degraded else 0)
         (log.error if degraded else log.warning)("%s", reason)
         try:
-            self.audit.record(
-                AuditEvent(
-                    time=self.clock(),
-                    request_id=uuid.uuid4().hex,
-                    key_id=None,
-                    model=None,
-                    input_hash=None,
-                    n_inputs=0,
-                    decision="service:degraded" if degraded else "service:restored",
-                    status=200,
-                    latency_ms=0.0,
-                    output={"component": "rate_limits", "reason": reason},
-                    client="gateway",
-                )
+            self.audit.record_system(
+                "service:degraded" if degraded else "service:restored",
+                {"component": "rate_limits", "reason": reason},
+                now=self.clock(),
             )
         except GatewayError:  # the audit store is down too: the log line above is what remains
             log.error("could not audit the change of degraded mode: %s", reason)

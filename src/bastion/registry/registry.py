@@ -378,14 +378,12 @@ class Registry:
             elif row.kind != p.kind:
                 problems.append(f"lineage names {p.id[:16]}… as a {p.kind}, but it is a {row.kind}")
         if manifest.kind == "model" and manifest.dataset_digest:
-            if not self.index.datasets_with_digest(manifest.dataset_digest):
+            registered = {r.id for r in self.index.datasets_with_digest(manifest.dataset_digest)}
+            if not registered:
                 problems.append(
                     f"lineage names the dataset digest {manifest.dataset_digest[:16]}…, which is not in the registry"
                 )
-            elif not any(
-                p.kind == "dataset" and p.id in {r.id for r in self.index.datasets_with_digest(manifest.dataset_digest)}
-                for p in manifest.parents
-            ):
+            elif not any(p.kind == "dataset" and p.id in registered for p in manifest.parents):
                 problems.append(
                     f"the model's training data ({manifest.dataset_digest[:16]}…) is registered but not linked as its "
                     "dataset parent"

@@ -120,3 +120,16 @@ def test_parameters_follow_the_he_standard() -> None:
         choose_parameters(40, 4096)
     with pytest.raises(ConfigError, match="security must be"):
         choose_parameters(1, 8, security=100)
+
+
+def test_a_context_too_small_for_the_models_logits_is_refused_not_wrapped(cancer_lr) -> None:
+    """Logits beyond the context's headroom would wrap around the modulus and decrypt to nonsense with no error:
+    the server refuses such a context at registration, naming the integer bits it needs."""
+    weights, data = cancer_lr
+    big = LinearWeights(weights.weight * 1e4, weights.bias * 1e4)
+    server = EncryptedLinearServer(big, bounds=(float(data.x_test.min()), float(data.x_test.max())))
+    small = EncryptedClient(big.n_features, big.n_outputs, single_max=0)
+    (q,) = small.encrypt(data.x_test[:8])
+    with pytest.raises(InputValidationError, match="would wrap around silently"):
+        server.register(small.public_context(q))
+    assert server.integer_bits is not None and server.integer_bits > 10

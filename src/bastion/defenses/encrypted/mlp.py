@@ -69,16 +69,6 @@ class PolyMLPWeights:
         h = flat @ self.w1.T + self.b1
         return torch.from_numpy(((a * h + b) * h + c) @ self.w2.T + self.b2)
 
-    def integer_bits(self, bounds: tuple[float, float]) -> int:
-        """A sound bound on the bits the largest intermediate value (pre-activation, activation, logit) needs."""
-        m = max(abs(bounds[0]), abs(bounds[1]))
-        h = np.abs(self.w1).sum(1) * m + np.abs(self.b1)
-        a, b, c = self.poly
-        p = abs(a) * h**2 + abs(b) * h + abs(c)
-        out = np.abs(self.w2) @ p + np.abs(self.b2)
-        worst = float(max(h.max(), p.max(), out.max()))
-        return max(4, int(np.ceil(np.log2(worst + 1.0))) + 1)
-
 
 def _layers(module: nn.Module) -> list[nn.Module]:
     """The leaf modules that compute something (Flatten, Identity and Dropout at inference do not)."""
