@@ -34,6 +34,8 @@ def encrypt_model(
 
     if not 0 < min_accuracy_ratio <= 1:
         raise ConfigError(f"--min-accuracy-ratio must be in (0, 1], got {min_accuracy_ratio}")
+    if out.suffix != ".safetensors":  # before any work: the model and data may take a while to load
+        raise ConfigError(f"--out {out.name}: a converted model is written as .safetensors; name it so")
     dataset = read_data(data, input_shape=input_shape)
     loaded = read_model(model, dataset)
     clf = loaded.classifier
