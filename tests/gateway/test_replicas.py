@@ -124,3 +124,63 @@ def test_threat_state_converges_across_replicas_over_the_state_bus(
     finally:
         a.close()
         b.close()
+
+
+def _queries_to_flag(clients: list[TestClient], key: str, digits: Dataset, limit: int = 120) -> int:
+    """Send near-duplicates of one image (a score-based attack's queries), one a request, round-robin over
+    ``clients``; the number sent when a reply first comes back above normal (``limit`` + 1: never)."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    x = digits.x_test[7:8]
+    for i in range(limit):
+        q = (x + 0.01 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+        r = clients[i % len(clients)].post(
+            "/v1/models/digits/predict", json={"inputs": q.tolist()}, headers={"Authorization": f"Bearer {key}"}
+        )
+        assert r.status_code == 200, r.text
+        if r.json()["threat_level"] != "normal":
+            return i + 1
+    return limit + 1
+
+
+def test_a_prober_spread_round_robin_over_three_replicas_is_flagged_as_fast_as_against_one(
+    digits_model_file: Path, tmp_path: Path, postgres_url: str, digits: Dataset
+) -> None:
+    """Per-key monitor state is the service's: every replica's monitors see every replica's requests (observation
+    frames over Redis), so spreading the probe over three replicas buys the attacker nothing, and the alert is
+    recorded once, not once per replica. With the sharing off, the same probe goes three times as long unseen."""
+    import uuid
+
+    def replica(share: bool, channel: str) -> Gateway:
+        cfg = parse_config(
+            {
+                "models": {"digits": {"paths": [str(digits_model_file)]}},
+                "database": postgres_url,
+                "secret_file": str(tmp_path / "shared.secret"),
+                "runtime": "torch",
+                "rate": {"requests_per_second": 1000, "inputs_per_minute": 1_000_000, "inputs_per_day": 10_000_000},
+                "sync": {"url": "redis://127.0.0.1:6379/0", "channel": channel, "share_monitors": share},
+            },
+            base=tmp_path,
+        )
+        return Gateway.from_config(cfg, monitors=True)
+
+    runs: dict[str, int] = {}
+    for label, share, n in (("one", True, 1), ("shared", True, 3), ("unshared", False, 3)):
+        channel = f"bastion-test-{uuid.uuid4().hex[:8]}"
+        gateways = [replica(share, channel) for _ in range(n)]
+        try:
+            _, key = gateways[0].keys.create(f"prober-{label}", ["predict:scores"])
+            runs[label] = _queries_to_flag([TestClient(create_app(g)) for g in gateways], key, digits)
+            if label == "shared":
+                key_id = gateways[0].keys.authenticate(key).key_id
+                probing = [i for i in gateways[0].store.list_incidents() if i.key_id == key_id and i.kind == "probing"]
+                assert len(probing) == 1 and len(probing[0].evidence) == 1, probing  # recorded once
+                assert all(g.bus.status()["observed"] > 0 and g.bus.status()["dropped"] == 0 for g in gateways)
+        finally:
+            for g in gateways:
+                g.close()
+    assert runs["one"] <= 30, runs
+    assert runs["shared"] <= runs["one"] + 2, runs  # a frame may still be in flight when the next query lands
+    assert runs["unshared"] >= 2 * runs["one"], runs

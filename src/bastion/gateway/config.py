@@ -238,6 +238,11 @@ class SyncConfig(_Strict):
 
     url: str | None = Field(None, description="redis://host:6379/0: the replicas' pub/sub server")
     channel: str = Field("bastion-gateway", min_length=1, max_length=200)
+    share_monitors: bool = Field(
+        True,
+        description="publish every served request to the other replicas' monitors, so per-key monitor state is "
+        "the service's, not this replica's (costs each replica the monitoring of all traffic)",
+    )
 
 
 class AuditConfig(_Strict):

@@ -16,7 +16,9 @@ app's event loop serves other requests meanwhile. A request cancelled while it w
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
+import itertools
 import logging
 import math
 import sqlite3
@@ -230,6 +232,8 @@ class Gateway:
         self._encrypted: dict[str, Any] = {}  # model name -> EncryptedLinearServer, built on first use
         self._encrypted_owner: dict[str, set[str]] = {}  # context id -> the keys that registered it
         self.monitored = bool(monitors)
+        self._seq = itertools.count()  # numbers this replica's observations (alert claims name them)
+        self._fingerprints: dict[str, dict[str, str]] = {}  # model -> monitor -> digest of its prepare
 
     @classmethod
     def from_config(cls, config: GatewayConfig, *, monitors: bool = True) -> Gateway:
@@ -530,7 +534,48 @@ class Gateway:
             return
         from bastion.gateway.sync import StateBus
 
-        self.bus = StateBus(self.config.sync.url, self.config.sync.channel, self._apply_remote)
+        share = self.config.sync.share_monitors and any(self.monitors.values())
+        if share:
+            self._fingerprints = {name: self._prepare_fingerprints(name) for name in self.models}
+        self.bus = StateBus(
+            self.config.sync.url,
+            self.config.sync.channel,
+            self._apply_remote,
+            self._observe_remote if share else None,
+        )
+
+    def _prepare_fingerprints(self, name: str) -> dict[str, str]:
+        """Per monitor of ``name`` with a ``prepare``: a digest of what it makes of fixed inputs. A replica uses
+        another's prepared features only when the digests agree (same encoder), else computes its own."""
+        import hashlib
+
+        spec = self.models[name].spec
+        lo, hi = spec.bounds
+        d = 1
+        for s in spec.input_shape:
+            d *= int(s)
+        probe = torch.linspace(0, 1, 4 * d).reshape(4, d).mul(hi - lo).add(lo)
+        out = {}
+        for m in self.monitors.get(name, []):
+            prepare = getattr(m, "prepare", None)
+            if callable(prepare):
+                with torch.no_grad():
+                    f = prepare(probe).float().mul(1e3).round()
+                out[m.name] = hashlib.sha256(f.numpy().tobytes()).hexdigest()[:16]
+        return out
+
+    def _observe_remote(self, obs: Any) -> None:
+        """Feed another replica's served request (``bastion.gateway.observations.Observation``) to this one's
+        monitors; an alert it raises is recorded here when this replica claims it first."""
+        event = obs.event
+        if event.model not in self.models:
+            return
+        mine = self._fingerprints.get(event.model, {})
+        theirs = obs.fingerprints or {}
+        prepared = {k: v for k, v in event.prepared.items() if k in mine and theirs.get(k) == mine[k]}
+        if prepared != event.prepared:
+            event = dataclasses.replace(event, prepared=prepared)
+        self._observe(event, assessment=obs.assessment, client=obs.client, event_id=obs.event_id)
 
     def _publish(self, event: dict[str, Any]) -> None:
         if self.bus is not None:
@@ -818,14 +863,35 @@ class Gateway:
             ]
         return PredictReply(request_id, model, labels.tolist(), rel.name.lower(), level.label, scores, top_k)
 
-    def _observe(self, event: QueryEvent, *, assessment: bool = False, client: str | None = None) -> list[Alert]:
+    def _observe(
+        self,
+        event: QueryEvent,
+        *,
+        assessment: bool = False,
+        client: str | None = None,
+        event_id: str | None = None,
+    ) -> list[Alert]:
         """Feed the monitors; alerts open incidents and move threat levels — except an assessment key's, which are
-        recorded (marked as such) but move no level, its own or the service's."""
+        recorded (marked as such) but move no level, its own or the service's.
+
+        With replicas (``sync``), an event served here (``event_id`` None) is also published to the other
+        replicas' monitors, and an alert is kept only when this replica claims it first (the others drop the same
+        alert at the same event; the claimer publishes it to their threat state)."""
+        bus = self.bus
         with self._monitor_lock:
+            seq = next(self._seq)
             alerts: list[Alert] = []
             for m in self.monitors.get(event.model, []):
                 alerts.extend(m.observe(event))
+            if alerts and bus is not None:
+                eid = event_id or f"{bus.replica}:{seq}"
+                alerts = [a for a in alerts if bus.claim(f"{eid}:{a.monitor}:{a.kind}:{a.key_id}")]
             transitions = [] if assessment else self.threat.observe(alerts, event.time, client)
+        if event_id is None and bus is not None and bus.shares_observations:
+            from bastion.gateway.observations import Observation, encode
+
+            fingerprints = self._fingerprints.get(event.model)
+            bus.publish_observation(encode(Observation(event, bus.replica, seq, assessment, client, fingerprints)))
         if alerts and not assessment:
             self._publish({"op": "alerts", "alerts": [a.to_dict() for a in alerts], "client": client})
         for a in alerts:
