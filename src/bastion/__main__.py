@@ -2,4 +2,5 @@
 
 from bastion.cli.main import main
 
-main()
+if __name__ == "__main__":  # not when a spawned worker process (assess --workers) imports it as __mp_main__
+    main()

@@ -8,11 +8,10 @@ policy lists it under ``accept_sanity``.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
@@ -22,6 +21,7 @@ from bastion._torch import make_generator
 from bastion._validate import label_problems, raise_if, tensor_problems
 from bastion.assess.families.base import AssessData, AtValue, FamilyResult, MetricRow, TrainingData
 from bastion.assess.families.evasion import AttackOutcome, BudgetResult, EvasionPayload, Example
+from bastion.assess.jobs import derived_seed, merge, plan
 from bastion.assess.metrics import Estimate
 from bastion.assess.policy import Policy, Threshold
 from bastion.attacks.sanity import (
@@ -34,6 +34,9 @@ from bastion.attacks.sanity import (
     check_randomness,
 )
 from bastion.errors import ConfigError, RemoteModelError
+
+if TYPE_CHECKING:
+    from bastion.assess.executors import Executor
 from bastion.models.base import Classifier, predict_labels
 
 __all__ = [
@@ -125,12 +128,6 @@ def select_samples(n_available: int, n: int, seed: int) -> Tensor:
     return perm[:n].sort().values
 
 
-def derived_seed(seed: int, entry: str, at: Mapping[str, AtValue]) -> int:
-    """A seed for one (entry, row): the same whatever else the policy runs and in whichever order."""
-    key = f"{seed}|{entry}|" + "|".join(f"{k}={at[k]!r}" for k in sorted(at))
-    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little") & ((1 << 62) - 1)
-
-
 def run_assessment(
     model: Classifier,
     x_test: Tensor,
@@ -139,11 +136,13 @@ def run_assessment(
     *,
     progress: Progress | None = None,
     training: TrainingData | None = None,
+    executor: Executor | None = None,
 ) -> Assessment:
     """Run every entry of ``policy`` on a seeded subset of ``(x_test, y_test)`` and judge its thresholds.
 
     ``training`` is what the model was trained on, when known (membership inference needs it). Every entry's data
-    needs are checked before any entry runs."""
+    needs are checked before any entry runs. ``executor`` (``bastion.assess.executors``: a process pool, a Ray
+    cluster) runs the policy as independent jobs there, with the same figures as without it."""
     spec = model.spec
     problems = tensor_problems(x_test, name="x_test", input_shape=spec.input_shape, bounds=spec.bounds)
     problems += label_problems(
@@ -185,7 +184,18 @@ def run_assessment(
     device = getattr(model, "device", "cpu")
 
     results: list[FamilyResult] = []
-    for entry in policy.entries():
+    extra: dict[str, Any] = {}
+    if executor is not None:
+        jobs = plan(policy, data, executor.shards)
+        t_jobs = time.perf_counter()
+        results = merge(policy, data, jobs, executor.run(model, data, policy.seed, jobs, progress))
+        extra["distributed"] = {
+            "executor": executor.name,
+            "jobs": len(jobs),
+            "shards": executor.shards,
+            "seconds": round(time.perf_counter() - t_jobs, 3),
+        }
+    for entry in policy.entries() if executor is None else []:
         blocked = getattr(model, "throttled", None)
         if isinstance(blocked, str):  # the endpoint stopped serving this client: nothing more is measured
             note = f"not run: {blocked}"
@@ -229,6 +239,7 @@ def run_assessment(
         gate=gate,
         gate_reasons=tuple(reasons),
         clean_accuracy_ci=(clean.low, clean.high),
+        extra=extra,
     )
 
 

@@ -27,6 +27,7 @@ from bastion.cli._inputs import (
 from bastion.errors import ConfigError
 
 if TYPE_CHECKING:  # the assessment stack loads when a command runs, so `bastion --version` stays instant
+    from bastion.assess.executors import Executor
     from bastion.assess.families import TrainingData
     from bastion.assess.policy import Policy
     from bastion.data.base import Dataset
@@ -43,6 +44,7 @@ def assess_model(
     *,
     extra_timings: dict[str, float] | None = None,
     training: TrainingData | None = None,
+    executor: Executor | None = None,
 ) -> Report:
     """Run the assessment with a progress bar, write the report and print the summary table."""
     from bastion.assess import run_assessment
@@ -55,7 +57,9 @@ def assess_model(
             f"({model_info.get('dataset', {}).get('name', 'see its card')})"
         )
     with progress_bar() as bar:
-        assessment = run_assessment(classifier, dataset.x_test, dataset.y_test, policy, progress=bar, training=training)
+        assessment = run_assessment(
+            classifier, dataset.x_test, dataset.y_test, policy, progress=bar, training=training, executor=executor
+        )
     report = build_report(
         assessment,
         model=model_info,
@@ -65,6 +69,12 @@ def assess_model(
     )
     html_path, json_path = write_report(report, out)
     print_summary(report)
+    dist = assessment.extra.get("distributed")
+    if dist:
+        console.print(
+            f"ran as {dist['jobs']} jobs on {dist['executor']} in {dist['seconds']:.1f} s (same figures as one process)",
+            highlight=False,
+        )
     console.print(f"report: [bold]{html_path}[/]  figures: {json_path}")
     return report
 
@@ -170,14 +180,35 @@ def assess(
             "(default: known from a Bastion model's card when it names exactly this training data)"
         ),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="run the policy as independent jobs on this many local processes (same figures as one process)"
+        ),
+    ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            help="run the jobs on the Ray cluster at this address (host:port, 'auto', or 'local' to start one "
+            "here); needs pip install 'bastion[ray]'",
+        ),
+    ] = None,
 ) -> None:
     """Red-team MODEL (or the endpoint at --url) with the policy's probes; exit 1 when the gate fails, 3 when it is
     inconclusive."""
     from bastion.assess import load_policy
+    from bastion.assess.executors import executor_for
     from bastion.models import HttpClassifier
 
     if (model is None) == (url is None):
         raise ConfigError("give either a MODEL file or --url (an endpoint), not both and not neither")
+    if url is not None and (workers is not None or ray is not None):
+        raise ConfigError(
+            "--url cannot be split over --workers/--ray: the workers would share the endpoint's rate limit and "
+            "its degraded answers; assess an endpoint from one process"
+        )
+    executor = executor_for(workers, ray)  # checks --workers and --ray before any data or model is read
     if model is not None and not model.is_file():
         raise ConfigError(f"model file {model} does not exist")
     if baseline is not None and not baseline.is_file():  # before the run, not after minutes of attacks
@@ -239,7 +270,7 @@ def assess(
         for note in loaded.notes:
             console.print(f"model: {loaded.name} ({loaded.format}) — {note}", highlight=False)
         training = training_data(members, dataset, loaded.card)
-        report = assess_model(loaded.classifier, loaded.info(), dataset, pol, out, training=training)
+        report = assess_model(loaded.classifier, loaded.info(), dataset, pol, out, training=training, executor=executor)
     finish(report, url=url, junit=junit, baseline=baseline, tolerance=tolerance)
 
 

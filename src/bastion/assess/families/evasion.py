@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from dataclasses import dataclass, field
@@ -118,6 +119,29 @@ class Example:
     x_adv: Tensor
 
 
+@dataclass
+class BudgetPart:
+    """What one part of an entry measured: one budget over batches ``[lo, hi)`` of the clean-correct inputs."""
+
+    eps: float
+    lo: int
+    hi: int
+    success: list[Tensor] = field(default_factory=list)
+    norms: list[Tensor] = field(default_factory=list)
+    queries: list[Tensor] = field(default_factory=list)
+    adv: list[Tensor] = field(default_factory=list)
+    adv_labels: list[Tensor] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    contributions: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    blocked: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    threat_name: str = "adversarial examples"
+    atlas: tuple[str, ...] = ()
+    owasp: str = ""
+    white_box: bool = True
+
+
 @dataclass(frozen=True)
 class EvasionPayload:
     outcome: AttackOutcome
@@ -168,11 +192,109 @@ class EvasionFamily:
         generator_for: GeneratorFor,
         progress: Progress,
     ) -> FamilyResult:
-        spec = model.spec
         t_start = time.perf_counter()
+        outputs = []
+        for eps in settings.eps:
+            n_batches = len(self._batches(data))
+            progress.task(f"{entry} eps={eps:g}", max(1, n_batches))
+            outputs.append(
+                self.run_part(
+                    model,
+                    data,
+                    settings,
+                    (eps, 0, n_batches),
+                    entry=entry,
+                    generator_for=generator_for,
+                    progress=progress,
+                )
+            )
+            if not n_batches:
+                progress.advance()
+        return self.merge(data, settings, entry, outputs, seconds=time.perf_counter() - t_start)
+
+    # ---- splitting one entry into independent jobs (bastion.assess.jobs): a budget, a range of batches
+    @staticmethod
+    def _batches(data: AssessData) -> list[slice]:
+        n = int(data.correct.sum())
+        return list(batch_slices(n, data.batch_size)) if n else []
+
+    def parts(self, settings: AttackEntry, data: AssessData, shards: int) -> list[tuple[float, int, int]]:
+        """One part per budget and run of consecutive batches (at most ``shards`` per budget). Each batch draws
+        from its own generator (``generator_for({"eps": eps, "batch": i})``), so the figures are the same however
+        the batches are split or wherever they run."""
+        n = len(self._batches(data))
+        out: list[tuple[float, int, int]] = []
+        for eps in settings.eps:
+            k = max(1, min(shards, n))
+            bounds = [round(i * n / k) for i in range(k + 1)]
+            out += [(eps, lo, hi) for lo, hi in itertools.pairwise(bounds) if hi > lo or n == 0]
+        return out
+
+    def run_part(
+        self,
+        model: Classifier,
+        data: AssessData,
+        settings: AttackEntry,
+        part: tuple[float, int, int],
+        *,
+        entry: str,
+        generator_for: GeneratorFor,
+        progress: Progress | None = None,
+    ) -> BudgetPart:
+        """Attack the clean-correct inputs of batches ``[lo, hi)`` at ``eps`` (``part``)."""
+        spec = model.spec
+        eps, lo, hi = part
         cidx = data.correct.nonzero().squeeze(1)
         xc, yc = data.x[cidx], data.y[cidx]
+        out = BudgetPart(eps, lo, hi)
+        blocked = getattr(model, "throttled", None)
+        if isinstance(blocked, str):  # the endpoint stopped serving this client: measuring more would mislead
+            out.blocked = f"eps {eps:g}: not run, {blocked}"
+            return out
+        attack = settings.build(eps)
+        degradations = getattr(model, "degradations", None)
+        seen = len(degradations) if isinstance(degradations, list) else 0
+        t0 = time.perf_counter()
+        for i, s in enumerate(self._batches(data)[lo:hi], start=lo):
+            target = (yc[s] + 1) % spec.num_classes if settings.targeted else None  # next class, cyclically
+            r = attack.run(model, xc[s], yc[s], target=target, generator=generator_for({"eps": eps, "batch": i}))
+            for component, count in r.details.get("contributions", {}).items():
+                out.contributions[component] = out.contributions.get(component, 0) + int(count)
+            if not r.complete:
+                out.notes.append(f"eps {eps:g}: {r.error}")
+            out.success.append(r.success)
+            out.norms.append(r.norms)
+            out.queries.append(r.queries)
+            out.adv.append(r.x_adv)
+            out.adv_labels.append(r.adv_labels)
+            if progress is not None:
+                progress.advance()
+        if isinstance(degradations, list) and degradations:  # degraded now or earlier (even at the clean
+            # predictions): attacks saw post-processed answers, so the figure is not the model's
+            out.notes.append(
+                f"eps {eps:g}: answers degraded ({degradations[seen if len(degradations) > seen else -1]})"
+            )
+        out.seconds = time.perf_counter() - t0
+        out.params = _plain(attack.params()) if isinstance(attack, EvasionAttack) else dict(settings.params)
+        out.threat_name = getattr(attack, "threat_name", "adversarial examples")
+        out.atlas = tuple(getattr(attack, "atlas", ()))
+        out.owasp = str(getattr(attack, "owasp", ""))
+        out.white_box = bool(getattr(attack, "white_box", True))
+        return out
+
+    def merge(
+        self,
+        data: AssessData,
+        settings: AttackEntry,
+        entry: str,
+        outputs: list[BudgetPart],
+        *,
+        seconds: float | None = None,
+    ) -> FamilyResult:
+        """One entry's result from its parts (any order): per budget, the parts' batches in order."""
         n = data.n
+        cidx = data.correct.nonzero().squeeze(1)
+        xc, yc = data.x[cidx], data.y[cidx]
         show_eps = settings.showcase_eps if settings.showcase_eps is not None else settings.eps[len(settings.eps) // 2]
         budgets: list[BudgetResult] = []
         rows: list[MetricRow] = []
@@ -180,51 +302,25 @@ class EvasionFamily:
         show_norms: tuple[float, ...] = ()
         show_queries: tuple[int, ...] = ()
         errors: list[str] = []
-        attack: Attack | None = None
+        described: BudgetPart | None = None
         for eps in settings.eps:
-            attack = settings.build(eps)
-            blocked = getattr(model, "throttled", None)
-            if isinstance(blocked, str):  # the endpoint stopped serving this client: measuring more would mislead
-                note = f"eps {eps:g}: not run, {blocked}"
-                errors.append(note)
-                rows.append(MetricRow(entry=entry, at={"eps": eps}, metrics={}, complete=False, note=note))
+            parts = sorted((p for p in outputs if p.eps == eps), key=lambda p: p.lo)
+            blocked = [p.blocked for p in parts if p.blocked]
+            if blocked:
+                errors.append(blocked[0])
+                rows.append(MetricRow(entry=entry, at={"eps": eps}, metrics={}, complete=False, note=blocked[0]))
                 continue
-            generator = generator_for({"eps": eps})
-            batches = list(batch_slices(xc.shape[0], data.batch_size)) if xc.shape[0] else []
-            progress.task(f"{entry} eps={eps:g}", max(1, len(batches)))
-            success, norms, queries, adv, adv_labels = [], [], [], [], []
-            complete = True
-            notes: list[str] = []
-            contributions: dict[str, int] = {}
-            degradations = getattr(model, "degradations", None)
-            seen = len(degradations) if isinstance(degradations, list) else 0
-            t0 = time.perf_counter()
-            for s in batches:
-                target = (yc[s] + 1) % spec.num_classes if settings.targeted else None  # next class, cyclically
-                r = attack.run(model, xc[s], yc[s], target=target, generator=generator)
-                for component, count in r.details.get("contributions", {}).items():
-                    contributions[component] = contributions.get(component, 0) + int(count)
-                if not r.complete:
-                    complete = False
-                    notes.append(f"eps {eps:g}: {r.error}")
-                success.append(r.success)
-                norms.append(r.norms)
-                queries.append(r.queries)
-                adv.append(r.x_adv)
-                adv_labels.append(r.adv_labels)
-                progress.advance()
-            if not batches:
-                progress.advance()
-            if isinstance(degradations, list) and degradations:  # degraded now or earlier (even at the clean
-                complete = False  # predictions): attacks saw post-processed answers, so the figure is not the model's
-                notes.append(
-                    f"eps {eps:g}: answers degraded ({degradations[seen if len(degradations) > seen else -1]})"
-                )
+            described = described or (parts[0] if parts else None)
+            notes = [note for p in parts for note in p.notes]
+            complete = not notes
             errors += notes
-            seconds = time.perf_counter() - t0
-            succ = torch.cat(success) if success else torch.zeros(0, dtype=torch.bool)
-            nrm = torch.cat(norms) if norms else torch.zeros(0)
-            q = torch.cat(queries).float() if queries else torch.zeros(0)
+            contributions: dict[str, int] = {}
+            for p in parts:
+                for component, count in p.contributions.items():
+                    contributions[component] = contributions.get(component, 0) + count
+            succ = _cat([t for p in parts for t in p.success], torch.bool)
+            nrm = _cat([t for p in parts for t in p.norms], torch.float32)
+            q = _cat([t for p in parts for t in p.queries], torch.float32).float()
             broken_norms = nrm[succ]
             n_broken = int(succ.sum())
             robust = Estimate.rate(int((~succ).sum()), n, data.confidence)
@@ -236,7 +332,7 @@ class EvasionFamily:
                 mean_norm=float(broken_norms.mean()) if broken_norms.numel() else 0.0,
                 median_norm=float(broken_norms.median()) if broken_norms.numel() else 0.0,
                 mean_queries=float(q.mean()) if q.numel() else 0.0,
-                seconds=seconds,
+                seconds=sum(p.seconds for p in parts),
                 n_attacked=int(succ.numel()),
                 complete=complete,
                 contributions=contributions,
@@ -262,7 +358,8 @@ class EvasionFamily:
             if math.isclose(eps, show_eps) and succ.numel():
                 show_norms = tuple(float(v) for v in broken_norms)
                 show_queries = tuple(int(v) for v in q[succ])
-                xa, la = torch.cat(adv), torch.cat(adv_labels)
+                xa = torch.cat([t for p in parts for t in p.adv])
+                la = torch.cat([t for p in parts for t in p.adv_labels])
                 order = torch.cat([succ.nonzero().squeeze(1), (~succ).nonzero().squeeze(1)])
                 for j in order[: self.examples_per_attack].tolist():
                     examples.append(
@@ -277,20 +374,27 @@ class EvasionFamily:
                             x_adv=xa[j].cpu(),
                         )
                     )
-        assert attack is not None  # settings.eps has at least one value (schema)
+        if described is None:  # every budget blocked: describe the attack from its settings
+            attack = settings.build(settings.eps[0])
+            described = BudgetPart(settings.eps[0], 0, 0)
+            described.params = _plain(attack.params()) if isinstance(attack, EvasionAttack) else dict(settings.params)
+            described.threat_name = getattr(attack, "threat_name", "adversarial examples")
+            described.atlas = tuple(getattr(attack, "atlas", ()))
+            described.owasp = str(getattr(attack, "owasp", ""))
+            described.white_box = bool(getattr(attack, "white_box", True))
         outcome = AttackOutcome(
             id=entry,
             attack=settings.attack,
             norm=settings.norm,
             targeted=settings.targeted,
-            params=_plain(attack.params()) if isinstance(attack, EvasionAttack) else dict(settings.params),
-            threat_name=getattr(attack, "threat_name", "adversarial examples"),
-            atlas=tuple(getattr(attack, "atlas", ())),
-            owasp=str(getattr(attack, "owasp", "")),
+            params=described.params,
+            threat_name=described.threat_name,
+            atlas=described.atlas,
+            owasp=described.owasp,
             budgets=tuple(budgets),
             showcase_eps=show_eps,
             showcase_norms=show_norms,
-            white_box=bool(getattr(attack, "white_box", True)),
+            white_box=described.white_box,
             showcase_success_queries=show_queries,
             errors=tuple(errors),
         )
@@ -299,11 +403,15 @@ class EvasionFamily:
             entry=entry,
             rows=tuple(rows),
             payload=EvasionPayload(outcome, tuple(examples)),
-            seconds=time.perf_counter() - t_start,
+            seconds=seconds if seconds is not None else sum(p.seconds for p in outputs),
         )
 
     def section(self, results: list[FamilyResult], class_names: tuple[str, ...]) -> ReportSection | None:
         return None  # the report's scorecard, robustness curves, examples and histograms render evasion
+
+
+def _cat(parts: list[Tensor], dtype: torch.dtype) -> Tensor:
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=dtype)
 
 
 def _plain(d: dict[str, Any]) -> dict[str, Any]:
