@@ -4,9 +4,11 @@ state is used again once Redis is back."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -119,17 +121,12 @@ def _as_postgres(args: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *args] if os.getuid() == 0 else args
 
 
-def test_postgresql_down_means_503_never_an_unaudited_answer(
-    digits_model_file: Path, tmp_path: Path, digits: Dataset
-) -> None:
-    """A throwaway PostgreSQL server is stopped under the gateway and started again: while it is down every predict
-    gets 503 (the audit write cannot happen, so no answer goes out), /healthz says so, and afterwards the gateway
-    answers again with one unbroken audit chain holding every answer it gave."""
+@contextlib.contextmanager
+def _throwaway_postgres() -> Iterator[tuple[int, list[str], list[str]]]:
+    """A PostgreSQL server of its own (port, start command, stop command), so a test can stop it under a gateway."""
     import os
     import shutil
     import tempfile
-
-    from bastion.gateway.store.sql import verify_rows
 
     data = Path(tempfile.mkdtemp(prefix="bastion-pg-"))  # under /tmp: pytest's folders are closed to other users
     if os.getuid() == 0:
@@ -145,6 +142,21 @@ def test_postgresql_down_means_503_never_an_unaudited_answer(
     stop = _as_postgres([*ctl, "-m", "immediate", "-w", "stop"])
     subprocess.run(start, check=True, capture_output=True)
     try:
+        yield port, start, stop
+    finally:
+        subprocess.run(stop, capture_output=True)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def test_postgresql_down_means_503_never_an_unaudited_answer(
+    digits_model_file: Path, tmp_path: Path, digits: Dataset
+) -> None:
+    """A throwaway PostgreSQL server is stopped under the gateway and started again: while it is down every predict
+    gets 503 (the audit write cannot happen, so no answer goes out), /healthz says so, and afterwards the gateway
+    answers again with one unbroken audit chain holding every answer it gave."""
+    from bastion.gateway.store.sql import verify_rows
+
+    with _throwaway_postgres() as (port, start, stop):
         cfg = parse_config(
             {
                 "models": {"digits": {"paths": [str(digits_model_file)]}},
@@ -180,9 +192,65 @@ def test_postgresql_down_means_503_never_an_unaudited_answer(
             assert verify_rows(gw.store.iter_chain())[2] is None
         finally:
             gw.close()
-    finally:
-        subprocess.run(stop, capture_output=True)
-        shutil.rmtree(data, ignore_errors=True)
+
+
+def test_fail_open_serves_known_keys_and_loses_nothing_while_postgresql_is_down(
+    digits_model_file: Path, tmp_path: Path, digits: Dataset
+) -> None:
+    """database_failure.mode: serve. With PostgreSQL stopped, a key verified before the outage is answered, one
+    never seen is refused (503: it cannot be checked), and a probing attack during the outage still raises the
+    key's level; the audit events, the alert's incident and the level change wait in the spool and reach the
+    database when it is back, in one unbroken chain with the degraded/restored events around them."""
+    from bastion.gateway.store.sql import verify_rows
+
+    with _throwaway_postgres() as (port, start, stop):
+        cfg = parse_config(
+            {
+                "models": {"digits": {"paths": [str(digits_model_file)]}},
+                "database": f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres",
+                "secret_file": str(tmp_path / "gw.secret"),
+                "runtime": "torch",
+                "rate": {"requests_per_second": 1000, "inputs_per_minute": 1_000_000, "inputs_per_day": 10_000_000},
+                "database_failure": {"mode": "serve", "spool_dir": str(tmp_path / "spool")},
+            },
+            base=tmp_path,
+        )
+        gw = Gateway.from_config(cfg, monitors=True)
+        gw.DRAIN_EVERY_S = 0.2
+        try:
+            client = TestClient(create_app(gw))
+            known_rec, known = gw.keys.create("app", ["predict:labels"])
+            _, unseen = gw.keys.create("other", ["predict:labels"])
+            h = {"Authorization": f"Bearer {known}"}
+            body = {"inputs": digits.x_test[:1].tolist()}
+            assert client.post("/v1/models/digits/predict", json=body, headers=h).status_code == 200
+            subprocess.run(stop, check=True, capture_output=True)
+            during = [client.post("/v1/models/digits/predict", json=body, headers=h) for _ in range(3)]
+            assert [r.status_code for r in during] == [200, 200, 200]
+            same = {"inputs": digits.x_test[:1].repeat(64, 1, 1, 1).tolist()}  # a probing pattern, during the outage
+            attack = [client.post("/v1/models/digits/predict", json=same, headers=h) for _ in range(3)]
+            assert attack[-1].status_code == 200 and attack[-1].json()["threat_level"] == "under_attack"
+            refused = client.post("/v1/models/digits/predict", json=body, headers={"Authorization": f"Bearer {unseen}"})
+            assert refused.status_code == 503 and "Traceback" not in refused.text
+            health = client.get("/healthz").json()
+            assert health["status"] == "degraded" and any("spooled" in d for d in health["degraded"]), health
+            assert gw.spool is not None and gw.spool.pending() >= 7
+            ids = [r.json()["request_id"] for r in during + attack]
+            subprocess.run(start, check=True, capture_output=True)
+            assert _until(lambda: client.get("/healthz").json()["status"] == "ok", timeout=20), client.get("/healthz")
+            events = list(gw.store.iter_events(0))
+            by_id = {e.request_id: e for e in events}
+            assert all(i in by_id and by_id[i].decision == "answered" for i in ids)
+            assert by_id[refused.json()["error"]["request_id"]].status == 503
+            decisions = [e.decision for e in events]
+            assert decisions.index("service:degraded") < decisions.index("service:restored")
+            assert verify_rows(gw.store.iter_chain())[2] is None
+            probing = [i for i in gw.store.list_incidents() if i.key_id == known_rec.key_id and i.kind == "probing"]
+            assert probing and probing[0].actions, probing  # the incident, with the level change noted on it
+            assert any(c.key_id == known_rec.key_id and c.new == "under_attack" for c in gw.store.list_level_changes())
+            assert gw.spool.pending() == 0
+        finally:
+            gw.close()
 
 
 def _uid_gid(user: str) -> tuple[int, int]:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from torch import Tensor
 
 from bastion.gateway.errors import GatewayError
+from bastion.gateway.spool import Spool
 from bastion.gateway.store.base import AuditEvent, AuditStore
 
 
@@ -19,15 +21,27 @@ def input_hash(x: Tensor | bytes) -> str:
 
 
 class AuditLog:
-    """Writes events through an AuditStore; a failed write becomes a 503 so no answer goes out unrecorded."""
+    """Writes events through an AuditStore; a failed write becomes a 503 so no answer goes out unrecorded — or,
+    fail-open (``spool``), goes to the local spool first and reaches the store when it is back."""
 
-    def __init__(self, store: AuditStore) -> None:
+    def __init__(self, store: AuditStore, spool: Spool | None = None) -> None:
         self.store = store
+        self.spool = spool
+        self.on_spooled: Callable[[], None] | None = None  # told when an event went to the spool
 
     def record(self, event: AuditEvent) -> int:
+        """The event's id in the store; 0 when it was spooled for later."""
         try:
             return self.store.append(event)
         except Exception as exc:  # any database failure: refuse to answer rather than answer unaudited
+            if self.spool is not None:
+                try:
+                    self.spool.write("audit", event.to_dict())
+                    if self.on_spooled is not None:
+                        self.on_spooled()
+                    return 0
+                except OSError:
+                    pass  # the spool failed too: refuse like fail-closed
             raise GatewayError(
                 "audit_unavailable", "the audit log could not be written; the request was not served, retry"
             ) from exc

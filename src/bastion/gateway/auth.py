@@ -92,9 +92,12 @@ class AuthError(GatewayError):
 class KeyManager:
     """Creates, verifies, lists and revokes API keys over a KeyStore."""
 
-    def __init__(self, store: KeyStore, secret: bytes) -> None:
+    def __init__(self, store: KeyStore, secret: bytes, *, grace_s: float | None = None) -> None:
         self.store = store
         self._secret = secret
+        self.grace_s = grace_s  # fail-open: keys verified this recently still pass while the store is down
+        self._verified: dict[str, tuple[str, Principal, float]] = {}  # key id -> (secret hash, principal, when)
+        self.graced = 0  # requests let in on a remembered key while the store was down
 
     def _hash(self, secret_part: str) -> str:
         return hmac.new(self._secret, secret_part.encode(), hashlib.sha256).hexdigest()
@@ -118,13 +121,40 @@ class KeyManager:
         if m is None:
             raise AuthError("malformed_key", "malformed API key: expected 'bk_<12 hex>_<43 characters>'")
         key_id, secret_part = m.group(1), m.group(2)
-        record = self.store.get_key(key_id)
+        try:
+            record = self.store.get_key(key_id)
+        except Exception:  # the store is down: a key verified recently passes when fail-open allows it
+            principal = self._remembered(key_id, secret_part)
+            if principal is None:
+                raise
+            return principal
         expected = record.secret_hash if record is not None else self._hash("")  # same work for unknown ids
         if not hmac.compare_digest(expected, self._hash(secret_part)) or record is None:
             raise AuthError("invalid_key", "invalid API key")
         if not record.active:
+            self._verified.pop(key_id, None)
             raise AuthError("revoked_key", "this API key has been revoked")
-        return Principal(record.key_id, record.name, record.scopes, record.created_at)
+        principal = Principal(record.key_id, record.name, record.scopes, record.created_at)
+        if self.grace_s is not None:
+            if len(self._verified) >= 100_000 and key_id not in self._verified:
+                self._verified.pop(next(iter(self._verified)))  # bounded: the oldest remembered key goes
+            self._verified[key_id] = (record.secret_hash, principal, time.monotonic())
+        return principal
+
+    def _remembered(self, key_id: str, secret_part: str) -> Principal | None:
+        if self.grace_s is None:
+            return None
+        seen = self._verified.get(key_id)
+        if seen is None or time.monotonic() - seen[2] > self.grace_s:
+            return None
+        if not hmac.compare_digest(seen[0], self._hash(secret_part)):
+            return None
+        self.graced += 1
+        return seen[1]
+
+    def forget(self, key_id: str) -> None:
+        """A key revoked (here or on another replica): never let it in on memory again."""
+        self._verified.pop(key_id, None)
 
     @staticmethod
     def require(principal: Principal, scope: Scope) -> None:
@@ -133,6 +163,7 @@ class KeyManager:
 
     def revoke(self, key_id: str) -> bool:
         """Revoke a key; False if no active key has that id."""
+        self.forget(key_id)
         return self.store.revoke_key(key_id, time.time())
 
     def list(self) -> list[KeyRecord]:

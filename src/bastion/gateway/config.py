@@ -249,6 +249,20 @@ class AuditConfig(_Strict):
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
 
 
+class DatabaseFailureConfig(_Strict):
+    """What a replica does while its database is down (bastion.gateway.spool)."""
+
+    mode: Literal["refuse", "serve"] = Field(
+        "refuse",
+        description="refuse: answer 503 (fail-closed, the default); serve: answer keys verified within key_grace_s "
+        "and keep every audit event, alert and level change in a local spool until the database is back (fail-open)",
+    )
+    spool_dir: Path | None = Field(None, description="serve: where the spool lives (default: beside secret_file)")
+    key_grace_s: float = Field(
+        600.0, gt=0, le=86_400, description="serve: how long a key verified before the outage stays accepted"
+    )
+
+
 class GatewayConfig(_Strict):
     models: dict[str, ModelEntry] = Field(min_length=1)
     database: str = "bastion-gateway.db"
@@ -270,6 +284,7 @@ class GatewayConfig(_Strict):
     server: ServerConfig = ServerConfig()
     registry: RegistryConfig | None = None
     sync: SyncConfig = SyncConfig()
+    database_failure: DatabaseFailureConfig = DatabaseFailureConfig()
 
     @model_validator(mode="after")
     def _sources(self) -> GatewayConfig:
@@ -319,6 +334,8 @@ class GatewayConfig(_Strict):
             registry = registry.model_copy(
                 update={"path": fix(registry.path), "trust": [fix(p) for p in registry.trust]}
             )
+        failure = self.database_failure
+        spool = fix(failure.spool_dir) if failure.spool_dir is not None else secret.parent / "bastion-spool"
         return self.model_copy(
             update={
                 "models": models,
@@ -326,6 +343,7 @@ class GatewayConfig(_Strict):
                 "secret_file": secret,
                 "monitors": monitors,
                 "registry": registry,
+                "database_failure": failure.model_copy(update={"spool_dir": spool}),
             }
         )
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import itertools
 import logging
@@ -43,6 +44,7 @@ from bastion.gateway.errors import GatewayError
 from bastion.gateway.incidents import IncidentManager
 from bastion.gateway.metrics import GatewayMetrics
 from bastion.gateway.ratelimit import AuthFailureLimiter, RateLimiter
+from bastion.gateway.spool import Spool
 from bastion.gateway.store.base import AuditEvent, LevelChange, Store
 from bastion.gateway.validation import parse_body, to_batch
 from bastion.monitors.base import Alert, Monitor, QueryEvent
@@ -193,7 +195,12 @@ class Gateway:
         self.monitors = {name: list((monitors or {}).get(name, [])) for name in models}
         self.screens = {name: (screens or {}).get(name, Screen(())) for name in models}
         self.clock = clock
-        self.keys = KeyManager(store, secret)
+        failure = config.database_failure
+        self.spool: Spool | None = None
+        if failure.mode == "serve":
+            assert failure.spool_dir is not None  # resolved() sets it
+            self.spool = Spool(failure.spool_dir)
+        self.keys = KeyManager(store, secret, grace_s=failure.key_grace_s if self.spool is not None else None)
         r = config.rate
         self.limiter = RateLimiter(
             r.requests_per_second, r.inputs_per_minute, r.inputs_per_day, r.storage, on_change=self._degradation
@@ -216,7 +223,8 @@ class Gateway:
             )
         )
         self.incidents = IncidentManager(store)
-        self.audit = AuditLog(store)
+        self.audit = AuditLog(store, self.spool)
+        self.audit.on_spooled = self._store_down
         self.metrics = GatewayMetrics()
         self._chains: dict[ThreatLevel, Chain] = {
             level: create_chain(self._policy(level).postprocess) for level in ThreatLevel
@@ -232,6 +240,13 @@ class Gateway:
         self._encrypted: dict[str, Any] = {}  # model name -> EncryptedLinearServer, built on first use
         self._encrypted_owner: dict[str, set[str]] = {}  # context id -> the keys that registered it
         self.monitored = bool(monitors)
+        self._database_down = False  # fail-open: the store failed and records wait in the spool
+        self._drainer: threading.Thread | None = None
+        self._closing = threading.Event()
+        if self.spool is not None:
+            self._drain()  # orphaned spools of replicas that died before the database came back
+            self._drainer = threading.Thread(target=self._drain_loop, name="bastion-spool-drain", daemon=True)
+            self._drainer.start()
         self._seq = itertools.count()  # numbers this replica's observations (alert claims name them)
         self._fingerprints: dict[str, dict[str, str]] = {}  # model -> monitor -> digest of its prepare
 
@@ -498,10 +513,94 @@ class Gateway:
         self.incidents.record_alert(artifact_alert(name, message, problems, self.clock()))
 
     def close(self) -> None:
+        self._closing.set()
+        if self._drainer is not None:
+            self._drainer.join(timeout=5.0)
         if self.bus is not None:
             self.bus.close()
         self.numeric.close()
+        if self.spool is not None:
+            self._drain()
+            self.spool.close()
         self.store.close()
+
+    # ---- fail-open (database_failure.mode: serve): what the database missed waits in the spool
+    DRAIN_EVERY_S = 2.0
+
+    def _durably(self, kind: str, record: dict[str, Any], write: Callable[[], Any]) -> Any:
+        """``write()`` to the store; fail-open, a store failure spools ``record`` instead (returns None)."""
+        try:
+            return write()
+        except (sqlite3.Error, SQLAlchemyError):
+            if self.spool is None:
+                raise
+            self.spool.write(kind, record)
+            self._store_down()
+            return None
+
+    def _store_down(self) -> None:
+        self.store_failed_at = time.monotonic()
+        if not self._database_down:
+            self._database_down = True
+            self.metrics.degraded.labels("database").set(1)
+            log.error(
+                "database unavailable: serving keys verified in the last %g s, spooling to %s",
+                self.config.database_failure.key_grace_s,
+                self.spool.path if self.spool else None,
+            )
+            self.audit.record_system(
+                "service:degraded",
+                {"component": "database", "reason": "database unavailable; serving fail-open"},
+                now=self.clock(),
+            )
+
+    def _replay(self, kind: str, record: dict[str, Any]) -> None:
+        from bastion.monitors.base import Severity
+
+        if kind == "audit":
+            self.store.append(AuditEvent(**{k: v for k, v in record.items() if k != "event_id"}))
+        elif kind == "alert":
+            a = record
+            self.incidents.record_alert(
+                Alert(
+                    a["monitor"],
+                    a["kind"],
+                    a["key_id"],
+                    Severity[str(a["severity"]).upper()],
+                    a["message"],
+                    float(a["score"]),
+                    a["atlas"],
+                    float(a["time"]),
+                    dict(a.get("evidence") or {}),
+                )
+            )
+        elif kind == "level":
+            self.store.add_level_change(LevelChange(**record))
+        elif kind == "action":
+            self.incidents.add_action(record["key_id"], record["action"], record["detail"], record["time"])
+        else:
+            log.error("spool: unknown record kind %r skipped", kind)
+
+    def _drain(self) -> None:
+        if self.spool is None:
+            return
+        try:
+            n = self.spool.drain(self._replay)
+        except Exception as e:  # the database is still down: try again later
+            if n_left := self.spool.pending():
+                log.debug("spool: %d records wait for the database (%s)", n_left, e)
+            return
+        if self._database_down and self.spool.pending() == 0:
+            self._database_down = False
+            self.store_failed_at = None
+            self.metrics.degraded.labels("database").set(0)
+            log.warning("database back: %d spooled records replayed", n)
+            self.audit.record_system("service:restored", {"component": "database", "replayed": n}, now=self.clock())
+
+    def _drain_loop(self) -> None:
+        while not self._closing.wait(self.DRAIN_EVERY_S):
+            if self._database_down or (self.spool is not None and self.spool.pending()):
+                self._drain()
 
     # ---- degraded modes: a shared component down, this replica serving on local state
     def _degradation(self, degraded: bool, reason: str) -> None:
@@ -520,7 +619,12 @@ class Gateway:
     def health(self) -> dict[str, Any]:
         """Liveness and what runs degraded (no key needed: it says which shared component is down, nothing more)."""
         degraded = [lim.degraded for lim in (self.limiter, self.assessment_limiter) if lim.degraded]
-        if self.store_failed_at is not None and time.monotonic() - self.store_failed_at < 10.0:
+        if self._database_down and self.spool is not None:
+            degraded.append(
+                f"database unavailable: serving keys verified in the last {self.config.database_failure.key_grace_s:g} "
+                f"s; {self.spool.pending()} records spooled until it is back"
+            )
+        elif self.store_failed_at is not None and time.monotonic() - self.store_failed_at < 10.0:
             degraded.append("database unavailable: requests are refused (503) rather than answered unaudited")
         if self.bus is not None and not self.bus.connected:
             degraded.append("state bus (Redis) unavailable: threat state is this replica's own")
@@ -609,6 +713,7 @@ class Gateway:
             elif op == "reset":
                 self.threat.reset(str(event["key_id"]), now, str(event.get("actor")), str(event.get("reason")))
             elif op == "forget":
+                self.keys.forget(str(event["key_id"]))
                 for monitors in self.monitors.values():
                     for m in monitors:
                         m.forget(str(event["key_id"]))
@@ -898,8 +1003,9 @@ class Gateway:
             if assessment:
                 a.evidence["assessment_key"] = True
             self.metrics.alerts.labels(a.kind).inc()
-            incident = self.incidents.record_alert(a)
-            a.evidence.setdefault("incident_id", incident.incident_id)
+            incident = self._durably("alert", a.to_dict(), functools.partial(self.incidents.record_alert, a))
+            if incident is not None:
+                a.evidence.setdefault("incident_id", incident.incident_id)
         self._apply(transitions)
         return alerts
 
@@ -913,12 +1019,18 @@ class Gateway:
             return
         self._last_sweep = now
         for key_id in list(self.threat.snapshot()):
-            rec = self.store.get_key(key_id)
+            try:
+                rec = self.store.get_key(key_id)
+            except (sqlite3.Error, SQLAlchemyError):
+                if self.spool is None:
+                    raise
+                return  # fail-open with the database down: sweep again when it is back
             if rec is None or not rec.active:
                 self.forget_key(key_id)
 
     def forget_key(self, key_id: str) -> None:
         """A revoked key: drop its threat state and monitor history, and recompute the service level without it."""
+        self.keys.forget(key_id)
         with self._monitor_lock:
             for monitors in self.monitors.values():
                 for m in monitors:
@@ -933,9 +1045,8 @@ class Gateway:
                 for monitors in self.monitors.values():
                     for m in monitors:
                         m.forget(tr.key_id)
-            self.store.add_level_change(
-                LevelChange(tr.time, tr.key_id, tr.old.label, tr.new.label, tr.reason, tr.actor)
-            )
+            change = LevelChange(tr.time, tr.key_id, tr.old.label, tr.new.label, tr.reason, tr.actor)
+            self._durably("level", dataclasses.asdict(change), functools.partial(self.store.add_level_change, change))
             policy = self._policy(tr.new)
             detail = {
                 "from": tr.old.label,
@@ -946,7 +1057,12 @@ class Gateway:
                 "rate_factor": policy.rate_factor,
                 "quarantine": policy.quarantine,
             }
-            self.incidents.add_action(tr.key_id, "threat_level", detail, tr.time)
+            action = {"key_id": tr.key_id, "action": "threat_level", "detail": detail, "time": tr.time}
+            self._durably(
+                "action",
+                action,
+                functools.partial(self.incidents.add_action, tr.key_id, "threat_level", detail, tr.time),
+            )
         self.metrics.service_level.set(int(self.threat.service_level))
         self.metrics.keys_under_attack.set(len(self.threat.snapshot()))
 
