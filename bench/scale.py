@@ -250,11 +250,16 @@ def _attackers(ports: list[int], keys: list[str], image, stop: threading.Event, 
     return [threading.Thread(target=attacker, args=(n, k)) for n, k in enumerate(keys)]
 
 
-def _flagged(port: int, admin_key: str) -> set[str]:
+def _flagged(port: int, admin_key: str) -> dict[str, str]:
+    """Keys with a probing incident, and the message of its first alert."""
     r = httpx.get(
         f"http://127.0.0.1:{port}/v1/admin/incidents", headers={"Authorization": f"Bearer {admin_key}"}, timeout=30
     )
-    return {i["key_id"] for i in r.json()["incidents"] if i["kind"] == "probing" and i["key_id"]}
+    return {
+        i["key_id"]: (i["evidence"][0]["message"] if i["evidence"] else "")
+        for i in r.json()["incidents"]
+        if i["kind"] == "probing" and i["key_id"]
+    }
 
 
 def _new_counts() -> dict:
@@ -280,7 +285,7 @@ def part_mix(work: Path, model: Path, shared: dict, images: list, args: argparse
     try:
         idle = _new_counts()
         stop = threading.Event()
-        threads = _benign_clients(ports, [benign[0][1]], images, args.benign_rate, stop, idle)
+        threads = _benign_clients(ports, [benign[0][1]], images, 20.0, stop, idle)  # 20 a second: a p99 to trust
         for t in threads:
             t.start()
         time.sleep(args.seconds)
@@ -319,7 +324,7 @@ def part_mix(work: Path, model: Path, shared: dict, images: list, args: argparse
         print(
             f"\n## 50 clients over 3 shared replicas (monitors shared: {args.share_monitors}) | {_threads_report()} | 45 benign at {args.benign_rate:g} "
             f"req/s each (open loop) + 5 probing attackers (closed loop), {args.seconds * 2:g} s; idle = 1 benign "
-            f"client alone, {args.seconds:g} s"
+            f"client alone at 20 req/s, {args.seconds:g} s"
         )
         print(
             f"benign p50 idle {_percentile(idle['latency'], 0.5):.1f} ms, loaded {_percentile(loaded['latency'], 0.5):.1f} ms"
@@ -336,8 +341,11 @@ def part_mix(work: Path, model: Path, shared: dict, images: list, args: argparse
         )
         print(f"attacker codes {hostile['codes']}")
         print(
-            f"attackers flagged {len(flagged & attackers)}/{len(attackers)}; benign keys flagged {len(flagged & benign_ids)}/45"
+            f"attackers flagged {len(flagged.keys() & attackers)}/{len(attackers)}; benign keys flagged "
+            f"{len(flagged.keys() & benign_ids)}/45"
         )
+        for k in sorted(flagged.keys() & benign_ids):
+            print(f"  benign key {k}: {flagged[k]}")
         print(f"responses >= 500: {fivexx}; connection errors: {loaded['conn_errors'] + hostile['conn_errors']}")
     finally:
         stop_replicas(procs)

@@ -228,3 +228,52 @@ def test_probing_reads_the_features_the_gateway_prepared(digits: Dataset) -> Non
         )
         plain_alerts += len(plain.observe(QueryEvent("k", "m", 0.0, x[i : i + 1], p[:1], p[:1].argmax(1))))
     assert flagged > 0 and plain_alerts == 0
+
+
+@pytest.mark.parametrize(("share", "framed"), [(0.2, False), (0.0, True)])
+def test_a_busy_client_is_not_framed_by_an_attack_near_its_own_inputs(share: float, framed: bool) -> None:
+    """Four keys probe near-duplicates of one point P; a busy client that sent 100 inputs of its own then sends four
+    inputs close to P (as a client does whose natural data holds images like the attacked one). The attack keys
+    are named; the client is not, because P's cluster is a small share of its traffic (with the share rule off,
+    shared_min_hits near-duplicates alone name it: an attacker could frame a client by probing near its data)."""
+    from bastion.monitors.query_patterns import ProbingMonitor
+
+    g = torch.Generator().manual_seed(0)
+    mon = ProbingMonitor(threshold=0.3, k=5, hits=10, shared_min_share=share)
+    natural = torch.rand(100, 16, generator=g)
+    for i in range(0, 100, 10):
+        assert mon.observe(QueryEvent("client", "m", 0.0, natural[i : i + 10], torch.empty(0), torch.empty(0))) == []
+    p = torch.rand(1, 16, generator=g)
+    alerts = []
+    for i in range(24):  # round-robin over four attack keys, one query each
+        q = p + 0.01 * torch.randn(1, 16, generator=g)
+        alerts += mon.observe(QueryEvent(f"sybil-{i % 4}", "m", 0.0, q, torch.empty(0), torch.empty(0)))
+    for _ in range(4):
+        q = p + 0.01 * torch.randn(1, 16, generator=g)
+        alerts += mon.observe(QueryEvent("client", "m", 0.0, q, torch.empty(0), torch.empty(0)))
+    named = {a.key_id for a in alerts}
+    assert {f"sybil-{i}" for i in range(4)} <= named
+    assert ("client" in named) is framed
+
+
+def test_a_client_replaying_common_data_is_not_named_for_two_inputs_near_an_attack() -> None:
+    """The client's traffic is data other clients sent first (exact repeats, which the shared index does not keep):
+    its two inputs near the attacked point are two of its 102 queries, not two of the two it owns in the index."""
+    from bastion.monitors.query_patterns import ProbingMonitor
+
+    g = torch.Generator().manual_seed(1)
+    mon = ProbingMonitor(threshold=0.3, k=5, hits=10)
+    common = torch.rand(100, 16, generator=g)
+    for key in ("first-client", "client"):
+        for i in range(0, 100, 10):
+            mon.observe(QueryEvent(key, "m", 0.0, common[i : i + 10], torch.empty(0), torch.empty(0)))
+    p = torch.rand(1, 16, generator=g)
+    alerts = []
+    for i in range(24):
+        q = p + 0.01 * torch.randn(1, 16, generator=g)
+        alerts += mon.observe(QueryEvent(f"sybil-{i % 4}", "m", 0.0, q, torch.empty(0), torch.empty(0)))
+    for _ in range(2):
+        q = p + 0.01 * torch.randn(1, 16, generator=g)
+        alerts += mon.observe(QueryEvent("client", "m", 0.0, q, torch.empty(0), torch.empty(0)))
+    named = {a.key_id for a in alerts}
+    assert {f"sybil-{i}" for i in range(4)} <= named and "client" not in named, named

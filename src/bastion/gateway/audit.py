@@ -10,6 +10,7 @@ from pathlib import Path
 from torch import Tensor
 
 from bastion.gateway.errors import GatewayError
+from bastion.gateway.group_commit import AuditWriter
 from bastion.gateway.spool import Spool
 from bastion.gateway.store.base import AuditEvent, AuditStore
 
@@ -28,23 +29,36 @@ class AuditLog:
         self.store = store
         self.spool = spool
         self.on_spooled: Callable[[], None] | None = None  # told when an event went to the spool
+        self.writer: AuditWriter | None = None  # group commit for asynchronous requests (a shared database)
 
     def record(self, event: AuditEvent) -> int:
         """The event's id in the store; 0 when it was spooled for later."""
         try:
             return self.store.append(event)
         except Exception as exc:  # any database failure: refuse to answer rather than answer unaudited
-            if self.spool is not None:
-                try:
-                    self.spool.write("audit", event.to_dict())
-                    if self.on_spooled is not None:
-                        self.on_spooled()
-                    return 0
-                except OSError:
-                    pass  # the spool failed too: refuse like fail-closed
-            raise GatewayError(
-                "audit_unavailable", "the audit log could not be written; the request was not served, retry"
-            ) from exc
+            return self._failed(event, exc)
+
+    async def record_async(self, event: AuditEvent) -> int:
+        """As :meth:`record`; with a ``writer`` (group commit), committed with other waiting events, off the loop."""
+        if self.writer is None:
+            return self.record(event)
+        try:
+            return await self.writer.append(event)
+        except Exception as exc:
+            return self._failed(event, exc)
+
+    def _failed(self, event: AuditEvent, exc: Exception) -> int:
+        if self.spool is not None:
+            try:
+                self.spool.write("audit", event.to_dict())
+                if self.on_spooled is not None:
+                    self.on_spooled()
+                return 0
+            except OSError:
+                pass  # the spool failed too: refuse like fail-closed
+        raise GatewayError(
+            "audit_unavailable", "the audit log could not be written; the request was not served, retry"
+        ) from exc
 
     def record_system(
         self, decision: str, output: dict[str, object], *, now: float, status: int = 200, model: str | None = None

@@ -82,6 +82,17 @@ def encode(obs: Observation) -> bytes:
     return f"{len(head):08x}".encode() + head + b"".join(blobs)
 
 
+def origin_of(frame: bytes) -> str | None:
+    """The replica that wrote ``frame``, read from its header alone (a replica skips its own frames without
+    copying their tensors); None when the header is unreadable (:func:`decode` then says why)."""
+    try:
+        n = int(frame[:8], 16)
+        origin = json.loads(frame[8 : 8 + n]).get("origin")
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        return None
+    return origin if isinstance(origin, str) else None
+
+
 def decode(frame: bytes) -> Observation:
     """Read a frame written by :func:`encode`; :class:`FrameError` for anything else."""
     if len(frame) > MAX_FRAME_BYTES:

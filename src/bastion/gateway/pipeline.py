@@ -41,6 +41,7 @@ from bastion.gateway.auth import AuthError, KeyManager, Principal, Scope
 from bastion.gateway.batching import NumericJob, NumericResult, NumericWorker
 from bastion.gateway.config import GatewayConfig, LevelPolicy
 from bastion.gateway.errors import GatewayError
+from bastion.gateway.group_commit import AuditWriter
 from bastion.gateway.incidents import IncidentManager
 from bastion.gateway.metrics import GatewayMetrics
 from bastion.gateway.ratelimit import AuthFailureLimiter, RateLimiter
@@ -225,6 +226,8 @@ class Gateway:
         self.incidents = IncidentManager(store)
         self.audit = AuditLog(store, self.spool)
         self.audit.on_spooled = self._store_down
+        if "://" in config.database:  # a database server: group commit (bastion.gateway.group_commit)
+            self.audit.writer = AuditWriter(store)
         self.metrics = GatewayMetrics()
         self._chains: dict[ThreatLevel, Chain] = {
             level: create_chain(self._policy(level).postprocess) for level in ThreatLevel
@@ -519,6 +522,8 @@ class Gateway:
         if self.bus is not None:
             self.bus.close()
         self.numeric.close()
+        if self.audit.writer is not None:
+            self.audit.writer.close()
         if self.spool is not None:
             self._drain()
             self.spool.close()
@@ -758,8 +763,12 @@ class Gateway:
             self._write_audit(trace, "cancelled", CANCELLED_STATUS, t0, client)
             raise
         except Exception as exc:
-            self._raise_audited(trace, exc, t0, client)
-        self._write_audit(trace, decision, 200, t0, client)
+            refused, status, err = self._refusal(trace, exc, client)
+            await self.audit.record_async(self._audit_event(trace, refused, status, t0, client))
+            if err is exc:
+                raise
+            raise err from None
+        await self.audit.record_async(self._audit_event(trace, decision, 200, t0, client))
         return result
 
     def _refuse_blocked_address(self, client: str | None) -> None:
@@ -773,32 +782,36 @@ class Gateway:
 
     def _raise_audited(self, trace: _Trace, exc: Exception, t0: float, client: str | None) -> NoReturn:
         """Write the audit event of a request that failed with ``exc``, then raise what the caller should see."""
+        refused, status, err = self._refusal(trace, exc, client)
+        self._write_audit(trace, refused, status, t0, client)
+        if err is exc:
+            raise exc
+        raise err from None
+
+    def _refusal(self, trace: _Trace, exc: Exception, client: str | None) -> tuple[str, int, Exception]:
+        """What a request that failed with ``exc`` is audited as (decision, status) and what the caller sees."""
         if isinstance(exc, AuthError):
             if exc.status == 401:  # a wrong, unknown, malformed, missing or revoked key: count it against the address
                 self.auth_failures.failed(client)
-            self._write_audit(trace, f"refused:{exc.code}", exc.status, t0, client)
             exc.request_id = trace.request_id
-            raise exc
+            return f"refused:{exc.code}", exc.status, exc
         if isinstance(exc, GatewayError):
             if exc.audit:
                 trace.output = {**trace.output, **exc.audit}
-            self._write_audit(trace, f"refused:{exc.code}", exc.status, t0, client)
             exc.request_id = trace.request_id
-            raise exc
+            return f"refused:{exc.code}", exc.status, exc
         if isinstance(exc, (sqlite3.Error, SQLAlchemyError)):  # the service's database failed: never the client's
             self.store_failed_at = time.monotonic()
-            self._write_audit(trace, "refused:store_unavailable", 503, t0, client)
             log.error("store failure on %s: %s", trace.request_id, exc)
             err = GatewayError("store_unavailable", "the gateway's database is unavailable; retry shortly")
             err.request_id = trace.request_id
-            raise err from None
-        self._write_audit(trace, "error", 500, t0, client)
-        raise exc
+            return "refused:store_unavailable", 503, err
+        return "error", 500, exc
 
-    def _write_audit(self, trace: _Trace, decision: str, status: int, t0: float, client: str | None) -> None:
+    def _audit_event(self, trace: _Trace, decision: str, status: int, t0: float, client: str | None) -> AuditEvent:
         if trace.input_hash is None and trace.body is not None:  # refused before validation: hash the raw body
             trace.input_hash = input_hash(trace.body)
-        event = AuditEvent(
+        return AuditEvent(
             time=self.clock(),
             request_id=trace.request_id,
             key_id=trace.key_id,
@@ -812,7 +825,9 @@ class Gateway:
             alerts=[a.to_dict() for a in trace.alerts],
             client=client,
         )
-        self.audit.record(event)
+
+    def _write_audit(self, trace: _Trace, decision: str, status: int, t0: float, client: str | None) -> None:
+        self.audit.record(self._audit_event(trace, decision, status, t0, client))
 
     # ---- predict
     def predict(self, req: PredictRequest) -> PredictReply:

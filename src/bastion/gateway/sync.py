@@ -31,7 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bastion.errors import ConfigError
-from bastion.gateway.observations import FrameError, Observation, decode
+from bastion.gateway.observations import FrameError, Observation, decode, origin_of
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,8 @@ class StateBus:
                 self._stop.wait(1.0)
 
     def _take_observation(self, frame: bytes) -> None:
+        if origin_of(frame) == self.replica:  # Redis echoes this replica's own frames back to it
+            return
         try:
             obs = decode(frame)
         except FrameError as e:
