@@ -37,6 +37,9 @@ def test_the_documented_example_parses_and_states_the_defaults(tmp_path: Path) -
         ({"models": {"d": {"paths": ["a"]}}, "levels": {"normal": {"rate_factor": 2}}}, "rate_factor"),
         ({"models": {"d": {"paths": ["a"]}}, "colour": "red"}, "colour"),
         ({"models": {"d": {"paths": ["a"]}}, "database": "postgresql://h/db"}, "secret_file"),
+        ({"models": {"d": {"paths": ["a"], "encrypted": "he.safetensors"}}}, "serve_encrypted"),
+        ({"models": {"d": {"paths": ["a"]}}, "database_failure": {"mode": "open"}}, "mode"),
+        ({"models": {"d": {"paths": ["a"]}}, "database_failure": {"key_grace_s": 0}}, "key_grace_s"),
         ([1], "mapping"),
     ],
 )

@@ -33,8 +33,9 @@ def served(tmp_path_factory: pytest.TempPathFactory, digits_model_file: Path):
     cfg = parse_config(
         {
             "models": {
-                "cancer": {"paths": [str(tmp / "cancer.skops")], "input_shape": [30]},
-                "digits": {"paths": [str(digits_model_file)]},
+                "cancer": {"paths": [str(tmp / "cancer.skops")], "input_shape": [30], "serve_encrypted": True},
+                "digits": {"paths": [str(digits_model_file)], "serve_encrypted": True},
+                "plain": {"paths": [str(tmp / "cancer.skops")], "input_shape": [30]},
             },
             "database": str(tmp / "gw.db"),
             "rate": {"requests_per_second": 1000, "inputs_per_minute": 100_000, "inputs_per_day": 1_000_000},
@@ -91,6 +92,9 @@ def test_scopes_models_contexts_and_sizes_are_enforced(served) -> None:
         predict_remote(client, served["url"], "cancer", served["labels"], data.x_test[:4])
     with pytest.raises(InputValidationError, match="422 not_convertible: model digits cannot be served encrypted"):
         predict_remote(EncryptedClient(64, 10), served["url"], "digits", served["scores"], torch.rand(4, 1, 8, 8))
+    # the same linear model without serve_encrypted: no encrypted channel (it would be an unwatched one)
+    with pytest.raises(InputValidationError, match="404 encrypted_off: model plain is not served encrypted"):
+        predict_remote(client, served["url"], "plain", served["scores"], data.x_test[:4])
     # a context registered by one key cannot be used by another
     (q,) = client.encrypt(data.x_test[:4])
     h = {"Authorization": f"Bearer {served['scores']}"}
@@ -155,8 +159,8 @@ def test_a_converted_polynomial_mlp_is_served_encrypted(tmp_path: Path, digits) 
     cfg = parse_config(
         {
             "models": {
-                "mlp": {"paths": ["mlp.pt2"], "encrypted": "mlp-he.safetensors"},
-                "stale": {"paths": ["mlp.pt2"], "encrypted": "stale-he.safetensors"},
+                "mlp": {"paths": ["mlp.pt2"], "encrypted": "mlp-he.safetensors", "serve_encrypted": True},
+                "stale": {"paths": ["mlp.pt2"], "encrypted": "stale-he.safetensors", "serve_encrypted": True},
             },
             "database": "gw.db",
             "rate": {"requests_per_second": 1000, "inputs_per_minute": 100_000, "inputs_per_day": 1_000_000},

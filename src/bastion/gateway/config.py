@@ -43,6 +43,12 @@ class ModelEntry(_Strict):
     class_names: list[str] | None = None
     arch: str | None = None
     trust: list[str] = Field(default_factory=list)
+    serve_encrypted: bool = Field(
+        False,
+        description="answer /predict-encrypted for this model. Off by default: the gateway cannot see encrypted "
+        "inputs, so no monitor watches that channel (31 queries recover a 30-feature linear model exactly, with no "
+        "alert; docs/encrypted-inference.md); turn it on for models whose extraction you accept",
+    )
     encrypted: Path | None = Field(
         None,
         description="what /predict-encrypted evaluates: the output of `bastion encrypt-model` for this model (needed "
@@ -53,6 +59,10 @@ class ModelEntry(_Strict):
     def _one_source(self) -> ModelEntry:
         if bool(self.paths) == bool(self.artifacts):
             raise ValueError("give a model either paths (files) or artifacts (registry references), not both or none")
+        if self.encrypted is not None and not self.serve_encrypted:
+            raise ValueError(
+                "encrypted names a converted model but serve_encrypted is false: set serve_encrypted: true"
+            )
         return self
 
 

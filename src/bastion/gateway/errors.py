@@ -39,6 +39,7 @@ STATUS: dict[str, int] = {
     "quarantined": 403,
     # what they ask for
     "unknown_model": 404,
+    "encrypted_off": 404,  # the model is not served encrypted (its entry does not set serve_encrypted)
     "no_such_key": 404,
     "no_such_incident": 404,
     "not_found": 404,

@@ -367,6 +367,12 @@ class Gateway:
             model = self.models.get(name)
             if model is None:
                 raise GatewayError("unknown_model", f"no model named {name!r}; served: {', '.join(self.models)}")
+            if not self.config.models[name].serve_encrypted:
+                raise GatewayError(
+                    "encrypted_off",
+                    f"model {name} is not served encrypted; the operator can enable it with serve_encrypted: true in "
+                    "its entry (off by default: encrypted queries are invisible to the gateway's monitors)",
+                )
             converted = self.config.models[name].encrypted
             if converted is not None:
                 server = self._converted_server(name, converted, model)
