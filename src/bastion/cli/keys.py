@@ -26,7 +26,10 @@ ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="gateway YAML")]
 def create(
     name: Annotated[str, typer.Argument(help="who or what uses the key")],
     scope: Annotated[
-        list[str], typer.Option("--scope", "-s", help="predict:labels, predict:scores or admin (repeatable)")
+        list[str],
+        typer.Option(
+            "--scope", "-s", help="predict:labels, predict:scores, assessment (a red-team key) or admin (repeatable)"
+        ),
     ],
     config: ConfigOpt = Path("gateway.yaml"),
 ) -> None:

@@ -25,6 +25,7 @@ from bastion.cli.encrypt import encrypt_model
 from bastion.cli.harden import harden
 from bastion.cli.incidents import incidents_app
 from bastion.cli.keys import keys_app
+from bastion.cli.redteam import redteam_app
 from bastion.cli.registry import registry_app
 from bastion.cli.serve import serve
 from bastion.cli.threat import threat_app
@@ -51,6 +52,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(threat_app, name="threat")
 app.add_typer(data_app, name="data")
 app.add_typer(registry_app, name="registry")
+app.add_typer(redteam_app, name="redteam")
 
 
 def _print_version(value: bool) -> None:
