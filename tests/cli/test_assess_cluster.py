@@ -53,16 +53,16 @@ def test_assess_on_a_local_ray_cluster_equals_the_local_run(digits_model_file: P
     )
     assert started.returncode == 0, started.stdout + started.stderr
     try:
-        ran = run_cli(
-            "assess",
-            str(digits_model_file),
-            "--policy",
-            str(policy),
-            "--out",
-            str(tmp_path / "ray"),
-            "--ray",
-            f"127.0.0.1:{port}",
-            env={"RAY_AUTH_MODE": "token"},
+        # a process of its own, as from a shell: Ray reads RAY_AUTH_MODE when it is first imported
+        ran = subprocess.run(
+            [
+                *(sys.executable, "-m", "bastion", "assess", str(digits_model_file), "--policy", str(policy)),
+                *("--out", str(tmp_path / "ray"), "--ray", f"127.0.0.1:{port}"),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         assert ran.returncode == 0, ran.stdout + ran.stderr
         assert "jobs on Ray" in ran.stdout

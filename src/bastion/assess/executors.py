@@ -36,15 +36,16 @@ class Executor(Protocol):
     ) -> list[Any]: ...
 
 
-def _portable(model: Classifier) -> bytes:
-    """The model as bytes another process can load, or a clear error for one that cannot travel."""
+def _portable(model: Classifier) -> None:
+    """A clear error, before any work, for a model that cannot be sent to another process (the pool and Ray send
+    it pickled; Bastion itself never unpickles anything)."""
     if getattr(model, "throttled", None) is not None or type(model).__name__ == "HttpClassifier":
         raise ConfigError(
             "a live endpoint (--url) cannot be assessed by several workers: they would share its rate limit and "
             "its degradations; run it without --workers/--ray"
         )
     try:
-        return pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as e:  # any object in the model graph may refuse
         raise ConfigError(
             f"this model cannot be sent to other processes ({type(e).__name__}: {e}); run without --workers/--ray, "
@@ -72,9 +73,8 @@ class InProcess:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(payload: bytes, threads: int) -> None:
+def _init_worker(model: Classifier, data: AssessData, threads: int) -> None:
     torch.set_num_threads(threads)
-    model, data = pickle.loads(payload)  # our own bytes, from the parent process
     _WORKER["model"], _WORKER["data"] = model, data
 
 
@@ -101,12 +101,12 @@ class ProcessPool:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        payload = pickle.dumps((pickle.loads(_portable(model)), data), protocol=pickle.HIGHEST_PROTOCOL)
+        _portable(model)
         progress.task(f"assessment jobs on {self.workers} processes", len(jobs))
         out: list[Any] = [None] * len(jobs)
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(
-            self.workers, mp_context=ctx, initializer=_init_worker, initargs=(payload, self.threads)
+            self.workers, mp_context=ctx, initializer=_init_worker, initargs=(model, data, self.threads)
         ) as pool:
             futures = [pool.submit(_pool_job, seed, job) for job in jobs]
             for f in as_completed(futures):
@@ -147,7 +147,7 @@ class RayCluster:
     def run(self, model: Classifier, data: AssessData, seed: int, jobs: Sequence[Job], progress: Progress) -> list[Any]:
         import ray
 
-        portable = pickle.loads(_portable(model))
+        _portable(model)
         started_here = not ray.is_initialized()
         if started_here:
             kwargs: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
@@ -165,7 +165,7 @@ class RayCluster:
         try:
             self.cluster_cpus = float(ray.cluster_resources().get("CPU", 0.0))
             task = ray.remote(num_cpus=1, max_retries=2)(_ray_job)
-            model_ref, data_ref = ray.put(portable), ray.put(data)
+            model_ref, data_ref = ray.put(model), ray.put(data)
             progress.task(f"assessment jobs on Ray ({self.cluster_cpus:g} CPUs)", len(jobs))
             refs = [task.remote(model_ref, data_ref, seed, job, self.threads) for job in jobs]
             index = {ref: i for i, ref in enumerate(refs)}
