@@ -277,3 +277,12 @@ def test_a_client_replaying_common_data_is_not_named_for_two_inputs_near_an_atta
         alerts += mon.observe(QueryEvent("client", "m", 0.0, q, torch.empty(0), torch.empty(0)))
     named = {a.key_id for a in alerts}
     assert {f"sybil-{i}" for i in range(4)} <= named and "client" not in named, named
+
+
+def test_an_alert_survives_its_dict_form() -> None:
+    """What replicas publish and spools keep is ``Alert.to_dict``; ``from_dict`` gives the same alert back."""
+    from bastion.monitors.base import Alert, Severity
+
+    for key in ("k1", None):
+        a = Alert("probing", "probing", key, Severity.CRITICAL, "m", 1.5, "AML.T0043", 12.0, {"n": [1, 2]})
+        assert Alert.from_dict(a.to_dict()) == a

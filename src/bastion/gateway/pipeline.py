@@ -566,25 +566,11 @@ class Gateway:
             )
 
     def _replay(self, kind: str, record: dict[str, Any]) -> None:
-        from bastion.monitors.base import Severity
 
         if kind == "audit":
             self.store.append(AuditEvent(**{k: v for k, v in record.items() if k != "event_id"}))
         elif kind == "alert":
-            a = record
-            self.incidents.record_alert(
-                Alert(
-                    a["monitor"],
-                    a["kind"],
-                    a["key_id"],
-                    Severity[str(a["severity"]).upper()],
-                    a["message"],
-                    float(a["score"]),
-                    a["atlas"],
-                    float(a["time"]),
-                    dict(a.get("evidence") or {}),
-                )
-            )
+            self.incidents.record_alert(Alert.from_dict(record))
         elif kind == "level":
             self.store.add_level_change(LevelChange(**record))
         elif kind == "action":
@@ -698,25 +684,11 @@ class Gateway:
 
     def _apply_remote(self, event: dict[str, Any]) -> None:
         """Apply another replica's event to this one's threat state (that replica has recorded it already)."""
-        from bastion.monitors.base import Severity
 
         op, now = event.get("op"), self.clock()
         with self._monitor_lock:
             if op == "alerts":
-                alerts = [
-                    Alert(
-                        a["monitor"],
-                        a["kind"],
-                        a["key_id"],
-                        Severity[str(a["severity"]).upper()],
-                        a["message"],
-                        float(a["score"]),
-                        a["atlas"],
-                        float(a["time"]),
-                        dict(a.get("evidence") or {}),
-                    )
-                    for a in event.get("alerts", [])
-                ]
+                alerts = [Alert.from_dict(a) for a in event.get("alerts", [])]
                 self.threat.observe(alerts, now, event.get("client"))
             elif op == "pin":
                 level = ThreatLevel.parse(str(event["level"]))

@@ -70,6 +70,21 @@ class Alert:
     time: float
     evidence: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Alert:
+        """The inverse of :meth:`to_dict` (an alert another replica published, or one read back from a spool)."""
+        return cls(
+            str(d["monitor"]),
+            str(d["kind"]),
+            None if d.get("key_id") is None else str(d["key_id"]),
+            Severity[str(d["severity"]).upper()],
+            str(d["message"]),
+            float(d["score"]),
+            str(d["atlas"]),
+            float(d["time"]),
+            dict(d.get("evidence") or {}),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "monitor": self.monitor,
