@@ -350,6 +350,8 @@ class Gateway:
                 self.models[name] = model
                 self.screens[name] = screens.get(name, Screen(()))
                 self.monitors[name] = list(built.get(name, []))
+                if name in self._fingerprints:  # replicas reuse each other's prepared features only when these agree
+                    self._fingerprints[name] = self._prepare_fingerprints(name)
             notes.append("the model changed: its monitors and detectors were calibrated again (per-key history reset)")
         self.sources[name] = sources
         return {"model": name, "changed": changed, "sources": [s.to_dict() for s in sources], "notes": notes}
