@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -43,7 +44,10 @@ def test_assess_on_a_local_ray_cluster_equals_the_local_run(digits_model_file: P
     local = run_cli("assess", str(digits_model_file), "--policy", str(policy), "--out", str(tmp_path / "local"))
     assert local.returncode == 0, local.stdout + local.stderr
     port = free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_ENABLE_USAGE_STATS": "0"}
+    # Ray's token authentication (on by default) with a token of the test's own: nothing read from ~/.ray, so the
+    # test passes on a fresh machine as on one where someone once ran `ray get-auth-token --generate`
+    token = secrets.token_hex(32)
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_ENABLE_USAGE_STATS": "0"}
     started = subprocess.run(
         [_ray(), "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false"],
         env=env,
