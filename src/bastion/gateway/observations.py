@@ -20,7 +20,7 @@ import torch
 from bastion.monitors.base import Detection, QueryEvent
 
 VERSION = 1
-_DTYPES = {"float32": torch.float32, "int64": torch.int64, "bool": torch.bool}
+_DTYPES = {"float32": torch.float32, "int64": torch.int64, "bool": torch.bool, "uint8": torch.uint8}
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 
 
