@@ -24,6 +24,7 @@ from bastion.cli.drift import drift
 from bastion.cli.encrypt import encrypt_model
 from bastion.cli.harden import harden
 from bastion.cli.incidents import incidents_app
+from bastion.cli.intel import intel_app
 from bastion.cli.keys import keys_app
 from bastion.cli.redteam import redteam_app
 from bastion.cli.registry import registry_app
@@ -53,6 +54,7 @@ app.add_typer(threat_app, name="threat")
 app.add_typer(data_app, name="data")
 app.add_typer(registry_app, name="registry")
 app.add_typer(redteam_app, name="redteam")
+app.add_typer(intel_app, name="intel")
 
 
 def _print_version(value: bool) -> None:

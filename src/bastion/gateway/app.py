@@ -496,6 +496,13 @@ def create_app(gateway: Gateway) -> FastAPI:
         )
         return result
 
+    @app.get("/v1/admin/intel", tags=["admin"], responses=_ERRORS)
+    async def intel(request: Request) -> dict[str, Any]:
+        """Imported threat intelligence in force: bundles, and per model the fingerprint indicators active, narrowed
+        or dropped against the model's own clean data; listed client networks."""
+        result: dict[str, Any] = await admin(request, "intel", lambda _: gateway.intel_status())
+        return result
+
     @app.get("/v1/admin/threat", tags=["admin"], responses=_ERRORS)
     async def threat(request: Request) -> dict[str, Any]:
         """The service's threat level and every key above normal."""

@@ -273,6 +273,15 @@ class DatabaseFailureConfig(_Strict):
     )
 
 
+class IntelConfig(_Strict):
+    """Imported threat intelligence (``bastion intel import``): how often replicas look for new indicators, and what
+    a match does beyond its critical alert."""
+
+    refresh_s: float = Field(5.0, gt=0, le=3600, description="how often the store is checked for new indicators")
+    reject_inputs: bool = Field(True, description="refuse an input that matches a known hostile fingerprint (422)")
+    reject_clients: bool = Field(False, description="refuse requests from listed client addresses (403)")
+
+
 class GatewayConfig(_Strict):
     models: dict[str, ModelEntry] = Field(min_length=1)
     database: str = "bastion-gateway.db"
@@ -295,6 +304,7 @@ class GatewayConfig(_Strict):
     registry: RegistryConfig | None = None
     sync: SyncConfig = SyncConfig()
     database_failure: DatabaseFailureConfig = DatabaseFailureConfig()
+    intel: IntelConfig = IntelConfig()
 
     @model_validator(mode="after")
     def _sources(self) -> GatewayConfig:

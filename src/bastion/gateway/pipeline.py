@@ -43,12 +43,14 @@ from bastion.gateway.config import GatewayConfig, LevelPolicy
 from bastion.gateway.errors import GatewayError
 from bastion.gateway.group_commit import AuditWriter
 from bastion.gateway.incidents import IncidentManager
+from bastion.gateway.intel import ClientWatch, IntelWatch, carries_fingerprints, known_inputs
 from bastion.gateway.metrics import GatewayMetrics
 from bastion.gateway.ratelimit import AuthFailureLimiter, RateLimiter
 from bastion.gateway.spool import Spool
-from bastion.gateway.store.base import AuditEvent, LevelChange, Store
+from bastion.gateway.store.base import AuditEvent, IntelRecord, LevelChange, Store
 from bastion.gateway.validation import parse_body, to_batch
 from bastion.monitors.base import Alert, Monitor, QueryEvent
+from bastion.monitors.known_inputs import KnownInputsMonitor
 from bastion.monitors.threat import LevelTransition, ThreatLevel, ThreatSettings, ThreatTracker
 
 T = TypeVar("T")
@@ -252,6 +254,9 @@ class Gateway:
             self._drainer.start()
         self._seq = itertools.count()  # numbers this replica's observations (alert claims name them)
         self._fingerprints: dict[str, dict[str, str]] = {}  # model -> monitor -> digest of its prepare
+        self.clients = ClientWatch()  # listed client addresses (imported intelligence)
+        self._intel: list[IntelRecord] = []
+        self.intel_watch = IntelWatch(store, self._set_intel, config.intel.refresh_s)
 
     @classmethod
     def from_config(cls, config: GatewayConfig, *, monitors: bool = True) -> Gateway:
@@ -283,6 +288,7 @@ class Gateway:
         gateway = cls(config, store, models, built, screens=screens, secret=secret)
         gateway.sources = sources
         try:
+            gateway.intel_watch.start()
             gateway.start_sync()
         except BaseException:
             gateway.close()
@@ -352,9 +358,31 @@ class Gateway:
                 self.monitors[name] = list(built.get(name, []))
                 if name in self._fingerprints:  # replicas reuse each other's prepared features only when these agree
                     self._fingerprints[name] = self._prepare_fingerprints(name)
+            self._set_intel(self._intel)
             notes.append("the model changed: its monitors and detectors were calibrated again (per-key history reset)")
         self.sources[name] = sources
         return {"model": name, "changed": changed, "sources": [s.to_dict() for s in sources], "notes": notes}
+
+    # ---- imported threat intelligence (bastion.gateway.intel)
+    def _set_intel(self, records: list[IntelRecord]) -> None:
+        """Hand stored indicators to every model's ``known_inputs`` monitor and the client list."""
+        now = self.clock()
+        inputs = known_inputs(records, now)
+        self._intel = list(records)
+        for monitors in self.monitors.values():
+            for m in monitors:
+                if isinstance(m, KnownInputsMonitor):
+                    m.set_indicators(inputs)
+        self.clients.set_records(records, now)
+
+    def intel_status(self) -> dict[str, Any]:
+        """What imported intelligence is in force: per model, indicators active, narrowed or dropped against the
+        model's clean data; and the listed client networks."""
+        per_model = {
+            name: m.summary() for name, ms in self.monitors.items() for m in ms if isinstance(m, KnownInputsMonitor)
+        }
+        bundles = sorted({r.bundle for r in self._intel})
+        return {"bundles": bundles, "models": per_model, "client_networks": len(self.clients)}
 
     # ---- encrypted inference (CKKS): the gateway computes on ciphertexts it cannot read
     def _encrypted_server(self, name: str) -> Any:
@@ -525,6 +553,7 @@ class Gateway:
 
     def close(self) -> None:
         self._closing.set()
+        self.intel_watch.stop()
         if self._drainer is not None:
             self._drainer.join(timeout=5.0)
         if self.bus is not None:
@@ -661,10 +690,15 @@ class Gateway:
         out = {}
         for m in self.monitors.get(name, []):
             prepare = getattr(m, "prepare", None)
-            if callable(prepare):
-                with torch.no_grad():
-                    f = prepare(probe).float().mul(1e3).round()
-                out[m.name] = hashlib.sha256(f.numpy().tobytes()).hexdigest()[:16]
+            if not callable(prepare):
+                continue
+            stated = getattr(m, "prepare_digest", None)  # a monitor may name its function outright
+            if isinstance(stated, str):
+                out[m.name] = stated
+                continue
+            with torch.no_grad():
+                f = prepare(probe).float().mul(1e3).round()
+            out[m.name] = hashlib.sha256(f.numpy().tobytes()).hexdigest()[:16]
         return out
 
     def _observe_remote(self, obs: Any) -> None:
@@ -917,6 +951,7 @@ class Gateway:
         )
         trace.alerts = self._observe(event, assessment=principal.assessment, client=req.client)
         self._sweep_revoked(now)
+        self._refuse_known(trace.alerts)
         flagged = Screen.flagged(detections)
         if detections:
             n_flagged = int(flagged.sum())
@@ -945,6 +980,20 @@ class Gateway:
             for d in out.disagreement.tolist():
                 self.metrics.disagreement.observe(d)
         return reply
+
+    def _refuse_known(self, alerts: list[Alert]) -> None:
+        """Imported intelligence matched this request: refuse it where ``intel`` says so (after the alert is
+        recorded and the key's level raised)."""
+        intel = self.config.intel
+        for a in alerts:
+            if a.kind == "known_inputs" and intel.reject_inputs:
+                raise GatewayError(
+                    "input_rejected",
+                    f"input(s) {a.evidence.get('inputs', [])[:10]} match known hostile inputs shared as threat "
+                    "intelligence; send unmodified inputs of the model's domain",
+                )
+            if a.kind == "known_client" and intel.reject_clients:
+                raise GatewayError("forbidden", "requests from this address are refused (listed as hostile)")
 
     @staticmethod
     def _reply(
@@ -981,8 +1030,13 @@ class Gateway:
         with self._monitor_lock:
             seq = next(self._seq)
             alerts: list[Alert] = []
+            listed = self.clients.check(event.key_id, client, event.time)
+            if listed is not None:
+                alerts.append(listed)
             for m in self.monitors.get(event.model, []):
                 alerts.extend(m.observe(event))
+            if alerts:
+                self._attach_fingerprints(event, alerts)
             if alerts and bus is not None:
                 eid = event_id or f"{bus.replica}:{seq}"
                 alerts = [a for a in alerts if bus.claim(f"{eid}:{a.monitor}:{a.kind}:{a.key_id}")]
@@ -1003,6 +1057,17 @@ class Gateway:
                 a.evidence.setdefault("incident_id", incident.incident_id)
         self._apply(transitions)
         return alerts
+
+    def _attach_fingerprints(self, event: QueryEvent, alerts: list[Alert]) -> None:
+        """An evasion alert carries the fingerprints of its key's recent inputs (what ``bastion intel export``
+        shares), from the model's ``known_inputs`` monitor."""
+        known = next((m for m in self.monitors.get(event.model, []) if isinstance(m, KnownInputsMonitor)), None)
+        if known is None or known.scheme is None:
+            return
+        for a in alerts:
+            if carries_fingerprints(a) and a.key_id is not None:
+                a.evidence["fingerprints"] = known.recent_fingerprints(a.key_id)
+                a.evidence["fingerprint_scheme"] = known.scheme.to_dict()
 
     REVOKED_SWEEP_S = 10.0
 
@@ -1026,6 +1091,7 @@ class Gateway:
     def forget_key(self, key_id: str) -> None:
         """A revoked key: drop its threat state and monitor history, and recompute the service level without it."""
         self.keys.forget(key_id)
+        self.clients.forget(key_id)
         with self._monitor_lock:
             for monitors in self.monitors.values():
                 for m in monitors:
@@ -1037,6 +1103,7 @@ class Gateway:
     def _apply(self, transitions: list[LevelTransition]) -> None:
         for tr in transitions:
             if tr.key_id is not None and tr.new is ThreatLevel.NORMAL:  # decayed or reset: the monitors re-arm
+                self.clients.forget(tr.key_id)
                 for monitors in self.monitors.values():
                     for m in monitors:
                         m.forget(tr.key_id)

@@ -121,6 +121,38 @@ class LevelChange:
         }
 
 
+@dataclass(frozen=True)
+class IntelRecord:
+    """One imported threat-intelligence indicator: ``kind`` "input" (``value`` a fingerprint, made under ``scheme``,
+    matched within ``radius`` bits) or "client" (``value`` an IP address or network). ``ref`` is its STIX id,
+    ``bundle`` the digest of the bundle it came in, ``source`` who shared it."""
+
+    ref: str
+    bundle: str
+    source: str
+    kind: str
+    value: str
+    atlas: str
+    imported_at: float
+    scheme: dict[str, Any] | None = None
+    radius: int | None = None
+    valid_until: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ref": self.ref,
+            "bundle": self.bundle,
+            "source": self.source,
+            "kind": self.kind,
+            "value": self.value,
+            "atlas": self.atlas,
+            "imported_at": self.imported_at,
+            "scheme": self.scheme,
+            "radius": self.radius,
+            "valid_until": self.valid_until,
+        }
+
+
 class KeyStore(Protocol):
     def add_key(self, record: KeyRecord) -> None: ...
     def get_key(self, key_id: str) -> KeyRecord | None: ...
@@ -157,7 +189,19 @@ class LevelLog(Protocol):
     def list_level_changes(self, key_id: str | None = None) -> list[LevelChange]: ...
 
 
-class Store(KeyStore, AuditStore, IncidentStore, LevelLog, Protocol):
+class IntelStore(Protocol):
+    def add_indicators(self, records: list[IntelRecord]) -> int:
+        """Store ``records`` in one transaction, skipping refs already stored; returns how many were new."""
+        ...
+
+    def list_indicators(self) -> list[IntelRecord]: ...
+    def remove_indicators(self, bundle: str) -> int: ...
+    def intel_revision(self) -> tuple[int, int]:
+        """(count, largest id): changes whenever indicators are added or removed."""
+        ...
+
+
+class Store(KeyStore, AuditStore, IncidentStore, LevelLog, IntelStore, Protocol):
     """Everything the gateway persists."""
 
     def close(self) -> None: ...

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from bastion.errors import ConfigError
-from bastion.gateway.store.base import AuditEvent, IncidentRecord, KeyRecord, LevelChange
+from bastion.gateway.store.base import AuditEvent, IncidentRecord, IntelRecord, KeyRecord, LevelChange
 
 _META = sa.MetaData()
 
@@ -85,6 +85,21 @@ LEVELS = sa.Table(
     sa.Column("actor", sa.String(64), nullable=False),
 )
 
+INTEL = sa.Table(
+    "intel_indicators",
+    _META,
+    sa.Column("indicator_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("ref", sa.String(200), nullable=False, unique=True),
+    sa.Column("bundle", sa.String(64), nullable=False, index=True),
+    sa.Column("source", sa.String(200), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("scheme", sa.Text, nullable=True),
+    sa.Column("radius", sa.Integer, nullable=True),
+    sa.Column("atlas", sa.String(40), nullable=False),
+    sa.Column("imported_at", sa.Float, nullable=False),
+    sa.Column("valid_until", sa.Float, nullable=True),
+)
 
 _GET_KEY = "SELECT key_id, name, scopes, secret_hash, created_at, revoked_at FROM api_keys WHERE key_id = ?"
 _AUDIT_COLUMNS = (
@@ -432,6 +447,60 @@ class SqlStore:
                 LevelChange(time=r.time, key_id=r.key_id, old=r.old, new=r.new, reason=r.reason, actor=r.actor)
                 for r in conn.execute(stmt)
             ]
+
+    # threat intelligence
+    def add_indicators(self, records: list[IntelRecord]) -> int:
+        if not records:
+            return 0
+        with self._write_lock, self.engine.begin() as conn:
+            known = {
+                r[0] for r in conn.execute(sa.select(INTEL.c.ref).where(INTEL.c.ref.in_([r.ref for r in records])))
+            }
+            rows = [
+                {
+                    "ref": r.ref,
+                    "bundle": r.bundle,
+                    "source": r.source,
+                    "kind": r.kind,
+                    "value": r.value,
+                    "scheme": None if r.scheme is None else json.dumps(r.scheme, sort_keys=True),
+                    "radius": r.radius,
+                    "atlas": r.atlas,
+                    "imported_at": r.imported_at,
+                    "valid_until": r.valid_until,
+                }
+                for r in records
+                if r.ref not in known
+            ]
+            if rows:
+                conn.execute(INTEL.insert(), rows)
+        return len(rows)
+
+    def list_indicators(self) -> list[IntelRecord]:
+        with self.engine.connect() as conn:
+            return [
+                IntelRecord(
+                    ref=r.ref,
+                    bundle=r.bundle,
+                    source=r.source,
+                    kind=r.kind,
+                    value=r.value,
+                    atlas=r.atlas,
+                    imported_at=r.imported_at,
+                    scheme=None if r.scheme is None else json.loads(r.scheme),
+                    radius=r.radius,
+                    valid_until=r.valid_until,
+                )
+                for r in conn.execute(INTEL.select().order_by(INTEL.c.indicator_id))
+            ]
+
+    def remove_indicators(self, bundle: str) -> int:
+        return int(self._write(INTEL.delete().where(INTEL.c.bundle == bundle)).rowcount)
+
+    def intel_revision(self) -> tuple[int, int]:
+        with self.engine.connect() as conn:
+            count, top = conn.execute(sa.select(sa.func.count(), sa.func.max(INTEL.c.indicator_id))).one()
+        return int(count), int(top or 0)
 
 
 def _create_private(path: Path) -> None:
