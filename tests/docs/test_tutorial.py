@@ -17,7 +17,7 @@ TUTORIAL = Path(__file__).resolve().parents[2] / "docs" / "tutorial.md"
 
 def test_the_tutorial_runs_as_written(tmp_path: Path) -> None:
     blocks = re.findall(r"```bash\n(.*?)```", TUTORIAL.read_text(), flags=re.S)
-    assert len(blocks) == 6
+    assert len(blocks) == 7
     script = "\n".join(blocks).replace("8080", str(free_port()))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
@@ -33,6 +33,9 @@ def test_the_tutorial_runs_as_written(tmp_path: Path) -> None:
     assert "gate failed: the model is not robust" in ran.stdout  # step 1: the undefended model fails its gate
     assert (tmp_path / "hardened-report" / "index.html").is_file() and (tmp_path / "hardened.safetensors").is_file()
     assert ran.stdout.strip().splitlines()[-2:][0].strip() == "401" or "\n401\n" in ran.stdout  # step 5
+    bundle = json.loads((tmp_path / "intel.json").read_text())  # step 6: the probing key's inputs, shared
+    assert any(o.get("pattern_type") == "bastion-simhash-1" for o in bundle["objects"])
+    assert re.search(r"imported bundle \w+ from Digits team: [1-9]\d* input fingerprint", ran.stdout)
     audit = json.loads((tmp_path / "audit-report" / "results.json").read_text())
     assert audit["chain"]["intact"]
     (incident,) = [i for i in audit["incidents"] if i["kind"] == "probing"]

@@ -66,9 +66,9 @@ class KnownInputsMonitor:
     """Matches inputs against imported indicators and keeps each key's recent fingerprints (module docstring)."""
 
     scheme: FingerprintScheme | None
-    clean: Tensor  # (N, D) this model's clean inputs: indicators are narrowed until none of them matches
+    clean: Tensor  # (N, D) this model's clean inputs (the gateway's 12,000): indicators are narrowed off all of them
     radius: float = 0.0625
-    reference_margin: int = 1
+    reference_margin: int = 3
     recent: int = 32
     name: str = "known_inputs"
     max_keys: int = 10_000
@@ -226,7 +226,7 @@ class KnownInputsMonitor:
 
 class KnownInputsSettings(MonitorSettings):
     radius: float = Field(0.0625, gt=0, le=0.25, description="largest match radius, a fraction of the bits")
-    reference_margin: int = Field(1, ge=0, le=64, description="bits an indicator keeps away from the clean data")
+    reference_margin: int = Field(3, ge=0, le=64, description="bits an indicator keeps away from the clean data")
     recent: int = Field(32, ge=1, le=1024, description="fingerprints kept per key for another monitor's alert")
 
 
@@ -238,7 +238,7 @@ def _build(st: KnownInputsSettings, clean: Tensor, probs: Tensor) -> KnownInputs
     except InputValidationError as exc:
         log.warning("inputs of shape %s cannot be fingerprinted (%s): the known_inputs monitor is off", shape, exc)
         scheme = None
-    return KnownInputsMonitor(scheme, flat[:2000], st.radius, st.reference_margin, st.recent)
+    return KnownInputsMonitor(scheme, flat, st.radius, st.reference_margin, st.recent)
 
 
 MONITORS.add(
