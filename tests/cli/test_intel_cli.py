@@ -66,3 +66,11 @@ def test_a_bad_bundle_or_option_is_one_line_and_exit_2(digits_model_file: Path, 
     ]:
         ran = run_cli(*args)
         assert ran.returncode == 2 and message in ran.stderr and len(ran.stderr.strip().splitlines()) == 1, (args, ran)
+    from bastion.gateway.store.sql import SqlStore
+
+    store = SqlStore(tmp_path / "g.db")
+    try:  # the refused imports are in the audit log, each with what was refused
+        refused = [e for e in store.recent_events(100) if e.decision == "admin:intel_import"]
+    finally:
+        store.close()
+    assert len(refused) == 2 and all(e.status == 400 and e.output["target"] == str(evil) for e in refused)

@@ -73,12 +73,17 @@ def import_(
 
     if not bundle.is_file():
         raise InputValidationError(f"bundle {bundle} does not exist")
-    size = bundle.stat().st_size
-    if size > max_bytes:
-        raise InputValidationError(f"the bundle is {size:,} bytes, over the {max_bytes:,}-byte limit (--max-bytes)")
-    data = bundle.read_bytes()
     with admin_session(config) as h:
-        summary = import_bundle(h.store, data, max_bytes=max_bytes)
+        try:
+            size = bundle.stat().st_size
+            if size > max_bytes:  # checked before the file is read
+                raise InputValidationError(
+                    f"the bundle is {size:,} bytes, over the {max_bytes:,}-byte limit (--max-bytes)"
+                )
+            summary = import_bundle(h.store, bundle.read_bytes(), max_bytes=max_bytes)
+        except InputValidationError:
+            h.record("intel_import", str(bundle), status=400)  # a refused import is audited too
+            raise
         h.record("intel_import", summary["bundle"])
     skipped = ", ".join(f"{n} {why}" for why, n in summary["skipped"].items()) or "none"
     console.print(

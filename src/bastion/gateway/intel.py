@@ -173,10 +173,12 @@ def export_bundle(
             n_inputs += 1
     n_clients = 0
     if clients != "none":
+        wanted = {key for iid, key in keys_of.items() if key is not None and per_incident[iid]}
+        addresses = _clients_of(store, wanted, since, until, clients)
         for iid, key in keys_of.items():
             if key is None or not per_incident[iid]:
                 continue
-            for address, first, _last in _clients_of(store, key, since, until, clients):
+            for address, first in addresses.get(key, {}).items():
                 kind = "ipv6-addr" if ":" in address else "ipv4-addr"
                 ind = v21.Indicator(
                     name="A client address an attack came from",
@@ -227,12 +229,15 @@ def export_bundle(
 
 
 def _clients_of(
-    store: Any, key: str, since: float, until: float, policy: ClientPolicy
-) -> list[tuple[str, float, float]]:
-    """Addresses ``key``'s requests came from in the period, with first and last time, as ``policy`` allows."""
-    seen: dict[str, list[float]] = {}
+    store: Any, keys: set[str], since: float, until: float, policy: ClientPolicy
+) -> dict[str, dict[str, float]]:
+    """Per key of ``keys``: the addresses its requests came from in the period (as ``policy`` allows), each with
+    the first time seen; one pass over the audit log."""
+    seen: dict[str, dict[str, float]] = {}
+    if not keys:
+        return seen
     for e in store.iter_events():
-        if e.key_id != key or not since <= e.time <= until or not e.client:
+        if e.key_id not in keys or not since <= e.time <= until or not e.client:
             continue
         try:
             address = ipaddress.ip_address(e.client)
@@ -240,9 +245,8 @@ def _clients_of(
             continue
         if policy == "public" and not address.is_global:
             continue
-        span = seen.setdefault(str(address), [e.time, e.time])
-        span[1] = e.time
-    return [(a, t[0], t[1]) for a, t in seen.items()]
+        seen.setdefault(e.key_id, {}).setdefault(str(address), e.time)
+    return seen
 
 
 # --- import ---------------------------------------------------------------------------------------------------------
