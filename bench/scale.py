@@ -39,6 +39,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import yaml
@@ -250,6 +251,61 @@ def _attackers(ports: list[int], keys: list[str], image, stop: threading.Event, 
     return [threading.Thread(target=attacker, args=(n, k)) for n, k in enumerate(keys)]
 
 
+def _group(role: str, ports: list[int], keys: list[str], images: list, rate: float, seconds: float, q: Any) -> None:
+    """One group of clients in a process of its own (``--client-processes``): what each client measures is then the
+    server's latency, not the wait for this process's GIL behind another group's threads (a real client is its own
+    process). Sends back the group's counts."""
+    out, stop = _new_counts(), threading.Event()
+    if role == "attackers":
+        threads = _attackers(ports, keys, images[0], stop, out)
+    else:
+        threads = _benign_clients(ports, keys, images, rate, stop, out)
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join()
+    q.put({k: v for k, v in out.items() if k != "lock"})
+
+
+def _run_groups(
+    groups: list[tuple[str, list[str], float]], ports: list[int], images: list, seconds: float, separate: bool
+) -> list[dict]:
+    """Run client groups (role, keys, rate) for ``seconds``: each in its own spawned process when ``separate``, else
+    as threads of this process; their counts, in order."""
+    if separate:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        queues = [ctx.Queue() for _ in groups]
+        procs = [
+            ctx.Process(target=_group, args=(role, ports, keys, images, rate, seconds, q))
+            for (role, keys, rate), q in zip(groups, queues, strict=True)
+        ]
+        for pr in procs:
+            pr.start()
+        results = [q.get(timeout=seconds + 120) for q in queues]
+        for pr in procs:
+            pr.join(timeout=30)
+        return results
+    counts = [_new_counts() for _ in groups]
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+    for (role, keys, rate), out in zip(groups, counts, strict=True):
+        if role == "attackers":
+            threads += _attackers(ports, keys, images[0], stop, out)
+        else:
+            threads += _benign_clients(ports, keys, images, rate, stop, out)
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join()
+    return counts
+
+
 def _flagged(port: int, admin_key: str) -> dict[str, str]:
     """Keys with a probing incident, and the message of its first alert."""
     r = httpx.get(
@@ -274,7 +330,15 @@ def part_mix(work: Path, model: Path, shared: dict, images: list, args: argparse
     rate = {"requests_per_second": 20, "inputs_per_minute": 100_000, "inputs_per_day": 10**7, "storage": args.redis}
     shared = {**shared, "sync": {"url": args.redis, "share_monitors": args.share_monitors == "on"}}
     cfg_path.write_text(
-        yaml.safe_dump({"models": {"digits": {"paths": [str(model)]}}, "runtime": "torch", **shared, "rate": rate})
+        yaml.safe_dump(
+            {
+                "models": {"digits": {"paths": [str(model)]}},
+                "runtime": "torch",
+                **shared,
+                "rate": rate,
+                "monitors": {m: {"enabled": False} for m in args.monitors_off.split(",") if m},
+            }
+        )
     )
     admin = open_admin(load_config(cfg_path))
     _, admin_key = admin.keys.create("ops", ["admin"])
@@ -283,35 +347,19 @@ def part_mix(work: Path, model: Path, shared: dict, images: list, args: argparse
     admin.close()
     ports, procs = start_replicas(cfg_path, 3)
     try:
-        idle = _new_counts()
-        stop = threading.Event()
-        threads = _benign_clients(ports, [benign[0][1]], images, 20.0, stop, idle)  # 20 a second: a p99 to trust
-        for t in threads:
-            t.start()
-        time.sleep(args.seconds)
-        stop.set()
-        for t in threads:
-            t.join()
-        alone = _new_counts()
-        stop = threading.Event()
-        threads = _benign_clients(ports, [k for _, k in benign], images, args.benign_rate, stop, alone)
-        for t in threads:
-            t.start()
-        time.sleep(args.seconds)
-        stop.set()
-        for t in threads:
-            t.join()
-        loaded, hostile = _new_counts(), _new_counts()
-        stop = threading.Event()
-        threads = _benign_clients(ports, [k for _, k in benign], images, args.benign_rate, stop, loaded)
-        threads += _attackers(ports, [k for _, k in attack], images[0], stop, hostile)
+        separate = args.client_processes == "on"
+        benign_keys, attack_keys = [k for _, k in benign], [k for _, k in attack]
+        # 20 a second: a p99 to trust
+        (idle,) = _run_groups([("benign", benign_keys[:1], 20.0)], ports, images, args.seconds, separate)
+        (alone,) = _run_groups([("benign", benign_keys, args.benign_rate)], ports, images, args.seconds, separate)
         t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        time.sleep(args.seconds * 2)
-        stop.set()
-        for t in threads:
-            t.join()
+        loaded, hostile = _run_groups(
+            [("benign", benign_keys, args.benign_rate), ("attackers", attack_keys, 0.0)],
+            ports,
+            images,
+            args.seconds * 2,
+            separate,
+        )
         wall = time.perf_counter() - t0
         time.sleep(1.0)
         flagged = _flagged(ports[0], admin_key)
@@ -322,9 +370,10 @@ def part_mix(work: Path, model: Path, shared: dict, images: list, args: argparse
             v for c, v in hostile["codes"].items() if c >= 500
         )
         print(
-            f"\n## 50 clients over 3 shared replicas (monitors shared: {args.share_monitors}) | {_threads_report()} | 45 benign at {args.benign_rate:g} "
+            f"\n## 50 clients over 3 shared replicas (monitors shared: {args.share_monitors}; off: {args.monitors_off or 'none'}) | {_threads_report()} | 45 benign at {args.benign_rate:g} "
             f"req/s each (open loop) + 5 probing attackers (closed loop), {args.seconds * 2:g} s; idle = 1 benign "
-            f"client alone at 20 req/s, {args.seconds:g} s"
+            f"client alone at 20 req/s, {args.seconds:g} s; client groups in "
+            + ("processes of their own" if separate else "threads of the bench process")
         )
         print(
             f"benign p50 idle {_percentile(idle['latency'], 0.5):.1f} ms, loaded {_percentile(loaded['latency'], 0.5):.1f} ms"
@@ -540,6 +589,13 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--benign-rate", type=float, default=1.0, help="requests a second per benign client (mix)")
     ap.add_argument("--share-monitors", choices=("on", "off"), default="on", help="mix: sync.share_monitors")
+    ap.add_argument(
+        "--client-processes",
+        choices=("on", "off"),
+        default="on",
+        help="mix: each client group (idle, benign, attackers) in a process of its own (off: threads of this one)",
+    )
+    ap.add_argument("--monitors-off", default="", help="mix: monitors to disable, comma-separated (attribution runs)")
     ap.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     ap.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     args = ap.parse_args()
