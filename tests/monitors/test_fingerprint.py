@@ -11,7 +11,7 @@ from bastion.attacks import Square
 from bastion.data import Dataset, load_dataset
 from bastion.errors import InputValidationError
 from bastion.models.zoo import TrainedModel
-from bastion.monitors.fingerprint import FingerprintScheme, distances, from_hex, to_hex
+from bastion.monitors.fingerprint import FingerprintScheme, distances, from_hex, pack, sign_of, to_hex
 from bastion.monitors.similarity import Blinding
 
 
@@ -71,3 +71,20 @@ def test_replayed_adversarial_examples_match_and_distinct_digits_do_not(
     nat = distances(scheme.signs(natural, all_offsets=True), scheme.signs(x)).float()
     assert int((nat <= 16).sum()) <= 1  # at most one near-duplicate pair among 24 x ~1,770
     assert float(nat.median()) > 80
+
+
+def test_the_folded_map_equals_the_step_by_step_definition(digits: Dataset) -> None:
+    """signs() folds crop, pooling, centring and projection into one matrix; it must give the definition's signs."""
+    fmnist = load_dataset("fashion-mnist")
+    for scheme, x in (
+        (FingerprintScheme.for_inputs((1, 8, 8), digits.x_train.flatten(1)), digits.x_test),
+        (FingerprintScheme((1, 28, 28), margin=2), fmnist.x_test[:500]),
+    ):
+        for all_offsets in (False, True):
+            fast = scheme.signs(x, all_offsets=all_offsets)
+            slow = sign_of(scheme.projections(x, all_offsets=all_offsets))
+            assert fast.shape == slow.shape and float((fast == slow).float().mean()) > 0.9999
+            assert torch.equal(scheme.packed(x, all_offsets=all_offsets), pack(fast))
+    big = FingerprintScheme((3, 64, 64), margin=2)  # 3 x 64 x 64 x 25 x 256 is over the folding limit
+    x = torch.rand(2, 3 * 64 * 64)
+    assert torch.equal(big.signs(x, all_offsets=True), sign_of(big.projections(x, all_offsets=True)))

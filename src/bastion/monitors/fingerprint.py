@@ -10,8 +10,9 @@ the last requirement, so this is a fixed function, specified in full by :class:`
    ``center`` and divide by ``scale`` per feature (the exporter's median and interquartile range), so features of
    very different units weigh alike;
 2. project onto ``bits`` fixed +-1 directions (read, row-major, from the SHAKE-256 stream of
-   ``b"bastion-simhash-1:" + str(bits)``, one bit per entry, 1 meaning +1) and keep each projection's sign
-   (SimHash, Charikar 2002): the Hamming distance between two fingerprints estimates the angle between the inputs;
+   ``b"bastion-simhash-1:" + str(bits)``, one bit per entry, 1 meaning +1) and keep each projection's sign, a
+   projection within 1e-5 of the fingerprint's largest counting as negative (SimHash, Charikar 2002): the Hamming
+   distance between two fingerprints estimates the angle between the inputs;
 3. matching tries every crop offset of the incoming image (``(2 * margin + 1) ** 2`` of them), so a shift of up to
    ``margin`` pixels leaves the cropped content identical.
 
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -41,6 +43,7 @@ SCHEME = "bastion-simhash-1"
 BITS = (64, 128, 256, 512, 1024)
 MAX_FEATURES = 1 << 16
 MAX_PROJECTION = 1 << 23  # entries of the +-1 projection matrix (32 MB as float32)
+MAX_FUSED = 1 << 23  # entries of the folded input-to-projection matrix kept per scheme and offset set
 
 
 @dataclass(frozen=True)
@@ -159,9 +162,35 @@ class FingerprintScheme:
         signs = unpack(torch.frombuffer(bytearray(stream), dtype=torch.uint8))
         return signs[: d * self.bits].reshape(d, self.bits)
 
+    def packed(self, x: Tensor, *, all_offsets: bool = False) -> Tensor:
+        """:meth:`signs` packed as :func:`pack` packs them, (N, bits / 8) or (N, S, bits / 8) uint8, in fewer steps
+        (the request path's form: one matrix product, a threshold and numpy's ``packbits`` on a zero-copy view)."""
+        proj = self._project(x, all_offsets)
+        bits = (proj > 1e-5 * proj.abs().amax(-1, keepdim=True)).numpy()
+        return torch.from_numpy(np.packbits(bits, axis=-1))
+
+    def _project(self, x: Tensor, all_offsets: bool) -> Tensor:
+        n = x.shape[0]
+        flat = x.reshape(n, -1).float()
+        fused = self._fused(all_offsets)
+        if fused is None:
+            return self.projections(flat, all_offsets=all_offsets)
+        weight, bias = fused
+        proj = torch.addmm(bias, flat, weight)
+        return proj.reshape(n, self.offsets, self.bits) if all_offsets else proj
+
     def signs(self, x: Tensor, *, all_offsets: bool = False) -> Tensor:
         """+-1 fingerprints of inputs ``x`` (N, D) or (N, *shape): (N, bits) at the centre crop, or (N, S, bits)
-        at every crop offset with ``all_offsets``."""
+        at every crop offset with ``all_offsets``.
+
+        Every step before the sign is affine in the input (crop, average pooling, centring, per-feature scaling,
+        projection), so they are folded into one matrix and offset, made once per scheme from the step-by-step
+        definition (:meth:`projections`): one matrix product per batch on the request path. Where that matrix would
+        be large (many offsets of a large image) the steps run one by one instead."""
+        return sign_of(self._project(x, all_offsets))
+
+    def projections(self, x: Tensor, *, all_offsets: bool = False) -> Tensor:
+        """The scheme step by step (its definition), before the sign: (N, bits), or (N, S, bits)."""
         n = x.shape[0]
         x = x.reshape(n, *self.shape).float()
         if not self.is_image:
@@ -169,8 +198,7 @@ class FingerprintScheme:
             scale = torch.tensor(self.scale, dtype=torch.float64)
             z = ((x.double() - center) / scale).float()
             out = z @ self._projection
-            out = out[:, None, :] if all_offsets else out
-            return torch.where(out > 0, 1.0, -1.0)
+            return out[:, None, :] if all_offsets else out
         m = self.margin
         _, h, w = self.shape
         spots = [(dy, dx) for dy in range(2 * m + 1) for dx in range(2 * m + 1)] if all_offsets else [(m, m)]
@@ -178,8 +206,25 @@ class FingerprintScheme:
         crops = crops.reshape(n * len(spots), self.shape[0], h - 2 * m, w - 2 * m)
         pooled = F.adaptive_avg_pool2d(crops, self._pooled).flatten(1)
         pooled = pooled - pooled.mean(1, keepdim=True)
-        out = torch.where(pooled @ self._projection > 0, 1.0, -1.0)
+        out = pooled @ self._projection
         return out.reshape(n, len(spots), self.bits) if all_offsets else out
+
+    def _fused(self, all_offsets: bool) -> tuple[Tensor, Tensor] | None:
+        """(D, S * bits) matrix and offset equal to :meth:`projections`, cached; None where it would be too large."""
+        cache = self.__dict__.setdefault("_fused_cache", {})
+        if all_offsets not in cache:
+            d = math.prod(self.shape)
+            s = self.offsets if all_offsets else 1
+            if d * s * self.bits > MAX_FUSED:
+                cache[all_offsets] = None
+            else:
+                with torch.no_grad():
+                    zero = torch.zeros(1, d)
+                    bias = self.projections(zero, all_offsets=all_offsets).reshape(-1)
+                    weight = self.projections(torch.eye(d), all_offsets=all_offsets).reshape(d, -1) - bias
+                cache[all_offsets] = (weight.contiguous(), bias)
+        fused: tuple[Tensor, Tensor] | None = cache[all_offsets]
+        return fused
 
     def fingerprints(self, x: Tensor) -> list[str]:
         """Hex fingerprints of inputs ``x`` at the centre crop (what is shared)."""
@@ -194,6 +239,15 @@ class FingerprintScheme:
         except ValueError:
             raise InputValidationError("a fingerprint must be hex digits") from None
         return value.lower()
+
+
+def sign_of(proj: Tensor) -> Tensor:
+    """+1 where a projection is positive beyond rounding (1e-5 of the largest of its fingerprint), else -1.
+
+    Quantised inputs (8-bit pixels, digits' 17 grey levels) often project to exactly zero, and summation order
+    (one folded matrix or step by step, one BLAS or another) turns an exact zero into +-1e-7: without the margin
+    such bits would be a coin toss between two implementations."""
+    return torch.where(proj > 1e-5 * proj.abs().amax(-1, keepdim=True), 1.0, -1.0)
 
 
 def distances(probe: Tensor, known: Tensor) -> Tensor:

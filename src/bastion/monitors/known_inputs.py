@@ -27,7 +27,7 @@ from torch import Tensor
 
 from bastion.errors import InputValidationError
 from bastion.monitors.base import Alert, KeyStates, QueryEvent, Severity
-from bastion.monitors.fingerprint import FingerprintScheme, distances, from_hex, pack, to_hex, unpack
+from bastion.monitors.fingerprint import FingerprintScheme, distances, from_hex, unpack
 from bastion.monitors.registry import MONITORS, MonitorKind, MonitorSettings
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class KnownInputsMonitor:
     recent: int = 32
     name: str = "known_inputs"
     max_keys: int = 10_000
-    _keys: KeyStates[deque[str]] = field(init=False, repr=False)
+    _keys: KeyStates[deque[bytes]] = field(init=False, repr=False)
     _groups: list[_Group] = field(init=False, repr=False)
     _summary: dict[str, int] = field(init=False, repr=False)
 
@@ -155,8 +155,8 @@ class KnownInputsMonitor:
         if self.scheme is None:
             return torch.zeros(inputs.shape[0], 0, 0, dtype=torch.uint8)
         if self._matches_own():
-            return pack(self.scheme.signs(inputs, all_offsets=True))
-        return pack(self.scheme.signs(inputs))[:, None, :]
+            return self.scheme.packed(inputs, all_offsets=True)
+        return self.scheme.packed(inputs)[:, None, :]
 
     def observe(self, event: QueryEvent) -> list[Alert]:
         if self.scheme is None:
@@ -165,16 +165,17 @@ class KnownInputsMonitor:
         own = event.prepared.get(self.name)
         if own is None or own.dim() != 3 or own.shape[1] not in (1, scheme.offsets) or own.shape[2] != scheme.bits // 8:
             own = self.prepare(event.inputs)
-        own_signs = unpack(own)
-        centre = own_signs[:, (own_signs.shape[1] - 1) // 2]
         recent = self._keys.get_or_create(event.key_id, lambda: deque(maxlen=self.recent))
-        recent.extend(to_hex(s) for s in centre[-self.recent :])
-        if not self._groups:
+        centre = own[-self.recent :, (own.shape[1] - 1) // 2].contiguous().numpy()
+        recent.extend(row.tobytes() for row in centre)  # packed; hex only when an alert carries them
+        groups = self._groups
+        if not groups:
             return []
+        own_signs = unpack(own)
         if own_signs.shape[1] != scheme.offsets and self._matches_own():
             own_signs = scheme.signs(event.inputs, all_offsets=True)
         hits: list[dict[str, Any]] = []
-        for group in self._groups:
+        for group in groups:
             probe = (
                 own_signs if group.scheme.key == self.scheme.key else group.scheme.signs(event.inputs, all_offsets=True)
             )
@@ -218,7 +219,7 @@ class KnownInputsMonitor:
     def recent_fingerprints(self, key_id: str) -> list[str]:
         """The fingerprints of ``key_id``'s last ``recent`` inputs (centre crop), oldest first."""
         kept = self._keys.get(key_id)
-        return list(kept) if kept is not None else []
+        return [b.hex() for b in kept] if kept is not None else []
 
     def forget(self, key_id: str) -> None:
         self._keys.pop(key_id)
