@@ -66,3 +66,15 @@ def test_in_the_background_the_alert_comes_with_a_later_request(digits: Dataset)
     assert at_window == []  # the window is being tested on the worker thread, not on this request
     later = m.wait()
     assert len(later) == 1 and later[0].kind == "input_distribution" and later[0].key_id == "scanner"
+
+
+def test_a_busy_service_tests_at_most_one_window_every_min_interval(digits: Dataset) -> None:
+    """At 100 inputs a second, 100-input windows fill every second; with min_interval_s 5 most are skipped, so the
+    test's CPU does not grow with traffic. A window filled 5 s later is tested again."""
+    m = _monitor(digits)
+    for i in range(300):
+        m.observe(_event("k", digits.x_test[i : i + 1], i * 0.01))
+    assert m.windows_tested == 1 and m.windows_skipped == 2
+    for i in range(100):
+        m.observe(_event("k", digits.x_test[i : i + 1], 10.0 + i * 0.01))
+    assert m.windows_tested == 2
