@@ -44,6 +44,7 @@ BITS = (64, 128, 256, 512, 1024)
 MAX_FEATURES = 1 << 16
 MAX_PROJECTION = 1 << 23  # entries of the +-1 projection matrix (32 MB as float32)
 MAX_FUSED = 1 << 23  # entries of the folded input-to-projection matrix kept per scheme and offset set
+FUSED_ROWS = 64  # batches up to this many inputs use the folded matrix
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,9 @@ class FingerprintScheme:
     def _project(self, x: Tensor, all_offsets: bool) -> Tensor:
         n = x.shape[0]
         flat = x.reshape(n, -1).float()
-        fused = self._fused(all_offsets)
+        # the folded matrix spends more arithmetic (D x S x bits a row against pooling's fewer) to save per-call
+        # overhead: it wins for the few inputs of a request, not for a calibration set
+        fused = self._fused(all_offsets) if n <= FUSED_ROWS else None
         if fused is None:
             return self.projections(flat, all_offsets=all_offsets)
         weight, bias = fused
