@@ -117,12 +117,7 @@ def run(config: Path, replicas: int, key: str, body: dict, seconds: float, clien
 
         threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
         t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        time.sleep(seconds)
-        stop.set()
-        for t in threads:
-            t.join()
+        _run_for(threads, stop, seconds)
         wall = time.perf_counter() - t0
         lat = sorted(latencies)
         return {
@@ -251,21 +246,30 @@ def _attackers(ports: list[int], keys: list[str], image, stop: threading.Event, 
     return [threading.Thread(target=attacker, args=(n, k)) for n, k in enumerate(keys)]
 
 
-def _group(role: str, ports: list[int], keys: list[str], images: list, rate: float, seconds: float, q: Any) -> None:
-    """One group of clients in a process of its own (``--client-processes``): what each client measures is then the
-    server's latency, not the wait for this process's GIL behind another group's threads (a real client is its own
-    process). Sends back the group's counts."""
-    out, stop = _new_counts(), threading.Event()
+def _clients(
+    role: str, ports: list[int], keys: list[str], images: list, rate: float, stop: threading.Event, out: dict
+) -> list[threading.Thread]:
     if role == "attackers":
-        threads = _attackers(ports, keys, images[0], stop, out)
-    else:
-        threads = _benign_clients(ports, keys, images, rate, stop, out)
+        return _attackers(ports, keys, images[0], stop, out)
+    return _benign_clients(ports, keys, images, rate, stop, out)
+
+
+def _run_for(threads: list[threading.Thread], stop: threading.Event, seconds: float) -> None:
+    """Start ``threads``, let them run ``seconds``, stop them and wait for them."""
     for t in threads:
         t.start()
     time.sleep(seconds)
     stop.set()
     for t in threads:
         t.join()
+
+
+def _group(role: str, ports: list[int], keys: list[str], images: list, rate: float, seconds: float, q: Any) -> None:
+    """One group of clients in a process of its own (``--client-processes``): what each client measures is then the
+    server's latency, not the wait for this process's GIL behind another group's threads (a real client is its own
+    process). Sends back the group's counts."""
+    out, stop = _new_counts(), threading.Event()
+    _run_for(_clients(role, ports, keys, images, rate, stop, out), stop, seconds)
     q.put({k: v for k, v in out.items() if k != "lock"})
 
 
@@ -291,18 +295,12 @@ def _run_groups(
         return results
     counts = [_new_counts() for _ in groups]
     stop = threading.Event()
-    threads: list[threading.Thread] = []
-    for (role, keys, rate), out in zip(groups, counts, strict=True):
-        if role == "attackers":
-            threads += _attackers(ports, keys, images[0], stop, out)
-        else:
-            threads += _benign_clients(ports, keys, images, rate, stop, out)
-    for t in threads:
-        t.start()
-    time.sleep(seconds)
-    stop.set()
-    for t in threads:
-        t.join()
+    threads = [
+        t
+        for (role, keys, rate), out in zip(groups, counts, strict=True)
+        for t in _clients(role, ports, keys, images, rate, stop, out)
+    ]
+    _run_for(threads, stop, seconds)
     return counts
 
 
