@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 
 import pytest
@@ -12,7 +13,7 @@ from tests.assess.test_jobs import POLICY
 from bastion.assess import parse_policy, run_assessment
 from bastion.assess.executors import ProcessPool, RayCluster, executor_for
 from bastion.data import Dataset
-from bastion.errors import ConfigError
+from bastion.errors import BastionError, ConfigError
 from bastion.models import TorchClassifier
 from bastion.models.zoo import TrainedModel
 
@@ -59,3 +60,24 @@ def test_bad_executor_settings_get_one_clear_error() -> None:
     with pytest.raises(ConfigError, match="cannot reach the Ray cluster"):
         RayCluster(f"127.0.0.1:{port}")
     assert executor_for(None, None) is None
+
+
+class _DiesInWorker(torch.nn.Module):
+    """The digits CNN, except that a pool worker running it dies at once (what the kernel's OOM killer does)."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.parent = os.getpid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if os.getpid() != self.parent:
+            os._exit(9)
+        return self.inner(x)
+
+
+def test_a_worker_that_dies_fails_the_run_in_one_clear_error(digits_model: TrainedModel, digits: Dataset) -> None:
+    model = TorchClassifier(_DiesInWorker(digits_model.module), digits_model.classifier.spec)
+    with pytest.raises(BastionError, match="a worker process died") as err:
+        run_assessment(model, digits.x_test, digits.y_test, parse_policy(POLICY), executor=ProcessPool(2))
+    assert "rerun with fewer --workers" in str(err.value) and "Traceback" not in str(err.value)

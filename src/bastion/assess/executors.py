@@ -19,7 +19,7 @@ import torch
 from bastion._progress import Progress
 from bastion.assess.families.base import AssessData
 from bastion.assess.jobs import Job, run_job
-from bastion.errors import ConfigError
+from bastion.errors import BastionError, ConfigError
 from bastion.models.base import Classifier
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,7 @@ class ProcessPool:
     def run(self, model: Classifier, data: AssessData, seed: int, jobs: Sequence[Job], progress: Progress) -> list[Any]:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures.process import BrokenProcessPool
 
         _portable(model)
         progress.task(f"assessment jobs on {self.workers} processes", len(jobs))
@@ -109,10 +110,17 @@ class ProcessPool:
             self.workers, mp_context=ctx, initializer=_init_worker, initargs=(model, data, self.threads)
         ) as pool:
             futures = [pool.submit(_pool_job, seed, job) for job in jobs]
-            for f in as_completed(futures):
-                index, result, _ = f.result()
-                out[index] = result
-                progress.advance()
+            try:
+                for f in as_completed(futures):
+                    index, result, _ = f.result()
+                    out[index] = result
+                    progress.advance()
+            except BrokenProcessPool:
+                done = sum(r is not None for r in out)
+                raise BastionError(
+                    f"a worker process died (killed, or out of memory) after {done} of {len(jobs)} assessment jobs; "
+                    "nothing is reported from an incomplete run: rerun with fewer --workers, or without them"
+                ) from None
         return out
 
 
