@@ -24,6 +24,7 @@ import os
 import platform
 import sys
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -110,7 +111,9 @@ def run(name: str, args: argparse.Namespace) -> None:
     replays = {v: b.apply(adv, (lo, hi), torch.Generator().manual_seed(1), unit=unit) for v, b in VARIANTS.items()}
     natural = torch.cat([data.x_train, data.x_test[n:]])[: args.natural]
     compare(name, data.x_train, adv, replays, natural, image, f"setup {time.perf_counter() - t0:.0f} s")
-    deployed(data.x_train, adv, replays, data.x_test[n:])
+    group, scheme = deployed(data.x_train, adv, replays, data.x_test[n:])
+    if image:
+        adaptive(model.classifier, scheme, group, x, y, adv)
     if name == "breast-cancer":  # the same rows in the units scikit-learn ships them in, as a user's own data comes
         from sklearn.datasets import load_breast_cancer
 
@@ -125,7 +128,9 @@ def run(name: str, args: argparse.Namespace) -> None:
         compare(title, units(data.x_train), units(adv), replays_raw, units(natural), False, "the same attacks")
 
 
-def deployed(train: torch.Tensor, adv: torch.Tensor, replays: dict[str, torch.Tensor], held_out: torch.Tensor) -> None:
+def deployed(
+    train: torch.Tensor, adv: torch.Tensor, replays: dict[str, torch.Tensor], held_out: torch.Tensor
+) -> tuple[Any, FingerprintScheme]:
     """What a gateway does with the indicators: the known_inputs monitor as the gateway builds it (default settings:
     radius at most 16 of 256 bits, each indicator narrowed to stay 3 bits clear of the 12,000 clean training inputs
     the gateway calibrates on); its false matches counted on test inputs it never saw (per indicator and input, and
@@ -154,6 +159,61 @@ def deployed(train: torch.Tensor, adv: torch.Tensor, replays: dict[str, torch.Te
         f"{float(nat.float().mean()):.1e} per pair, {float(nat.any(1).float().mean()):.1e} per input against all "
         f"{len(keep)} | {int(radii.float().median())} (median) | " + " | ".join(f"{r:.2f}" for r in rates) + " | |"
     )
+    return group, scheme
+
+
+def _shift_exactly(x: torch.Tensor, s: int, g: torch.Generator, fill: float) -> torch.Tensor:
+    """Each image moved by s pixels along both axes, in a random diagonal direction; uncovered pixels ``fill``."""
+    n, _, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (s, s, s, s), value=fill)
+    signs = torch.randint(0, 2, (n, 2), generator=g) * 2 - 1
+    return torch.stack(
+        [
+            padded[i, :, s + dy * s : s + dy * s + h, s + dx * s : s + dx * s + w]
+            for i, (dy, dx) in enumerate(signs.tolist())
+        ]
+    )
+
+
+def adaptive(
+    model: Any, scheme: FingerprintScheme, group: Any, x: torch.Tensor, y: torch.Tensor, adv: torch.Tensor
+) -> None:
+    """An attacker who knows the indicators are there and how they are made: it shifts past the crop margin, adds
+    more noise, or runs the attack afresh. Per variant: how often the deployed monitor still matches, how often the
+    variant is still adversarial, and how often both evade and stay adversarial (the attacker's success)."""
+    keep = torch.tensor([int(r.ref[1:]) for r in group.refs])
+    g = torch.Generator().manual_seed(2)
+    lo = 0.0
+    with torch.no_grad():
+        was = model.predict_logits(adv[keep]).argmax(1) != y[keep]
+    fresh = (
+        Square(ThreatModel(Norm.LINF, 0.1), max_queries=300)
+        .run(model, x, y, generator=torch.Generator().manual_seed(7))
+        .x_adv
+    )
+    variants = {
+        f"shift {scheme.margin + 1} px (past the crop margin)": _shift_exactly(adv, scheme.margin + 1, g, lo),
+        "noise sigma 0.1": (adv + 0.1 * torch.randn(adv.shape, generator=g)).clamp(0, 1),
+        "noise sigma 0.2": (adv + 0.2 * torch.randn(adv.shape, generator=g)).clamp(0, 1),
+        "a fresh Square run (another seed)": fresh,
+    }
+    print(
+        f"\nadaptive replays of the {int(was.sum())} adversarial examples behind the active indicators "
+        "(the attacker knows the scheme):"
+    )
+    print("| variant | matched | still adversarial | evades and still adversarial |")
+    print("|---|---|---|---|")
+    for name, v in variants.items():
+        v = v[keep]
+        d = distances(scheme.signs(v, all_offsets=True), group.signs).diagonal()
+        matched = d <= group.radii
+        with torch.no_grad():
+            still = model.predict_logits(v).argmax(1) != y[keep]
+        base = was.float().sum().clamp_min(1)
+        print(
+            f"| {name} | {float(matched[was].float().sum() / base):.2f} | {float(still[was].float().sum() / base):.2f} "
+            f"| {float((still & ~matched)[was].float().sum() / base):.2f} |"
+        )
 
 
 def compare(
