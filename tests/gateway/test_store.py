@@ -8,6 +8,7 @@ import pytest
 
 from bastion.errors import ConfigError
 from bastion.gateway.store import AuditEvent, IncidentRecord, KeyRecord, LevelChange, SqlStore
+from bastion.gateway.store.base import IntelRecord
 
 
 @pytest.mark.parametrize("backend", ["sqlite-fast", "sqlite", "postgresql"])
@@ -35,6 +36,7 @@ def test_records_round_trip(tmp_path: Path, backend: str, request: pytest.Fixtur
         back = list(store.iter_events(after_id=ids[9]))
         assert len(back) == 2490 and back[0].request_id == "r10" and back[0].output == {"labels": [10]}
         assert back[-1].alerts == [{"k": 2499}]
+        assert [e.request_id for e in store.events_between(10.0, 20.0)] == [f"r{i}" for i in range(10, 20)]
         inc = IncidentRecord(None, "probing", key.key_id, "critical", "AML.T0043", "s", "open", 1.0, 1.0)
         iid = store.add_incident(inc)
         store.update_incident(
@@ -44,6 +46,15 @@ def test_records_round_trip(tmp_path: Path, backend: str, request: pytest.Fixtur
         assert [i.incident_id for i in store.list_incidents("resolved")] == [iid] and store.list_incidents("open") == []
         store.add_level_change(LevelChange(1.0, key.key_id, "normal", "under_attack", "probing", "policy"))
         assert [c.new for c in store.list_level_changes(key.key_id)] == ["under_attack"]
+        scheme = {"scheme": "bastion-simhash-1", "shape": [1, 8, 8], "bits": 256, "margin": 1, "grid": 16}
+        intel = [
+            IntelRecord("indicator--a", "b1", "Team A", "input", "ab" * 32, "AML.T0043", 5.0, scheme, 16),
+            IntelRecord("indicator--b", "b1", "Team A", "client", "203.0.113.0/24", "AML.T0040", 5.0, valid_until=9.0),
+        ]
+        assert store.intel_revision() == (0, 0)
+        assert store.add_indicators(intel) == 2 and store.add_indicators(intel[:1]) == 0  # a ref is stored once
+        assert store.list_indicators() == intel and store.intel_revision()[0] == 2
+        assert store.remove_indicators("b1") == 2 and store.list_indicators() == []
     finally:
         store.close()
 

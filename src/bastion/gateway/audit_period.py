@@ -39,7 +39,7 @@ def iso(t: float | None) -> str | None:
 def period_summary(store: SqlStore, period: Period, *, registry: Path | None = None) -> dict[str, Any]:
     """The period's activity as JSON-ready data (see the module docstring)."""
     checked, legacy, broken = verify_rows(store.iter_chain())
-    events = [e for e in store.iter_events(0) if e.time in period]
+    events = store.events_between(period.since, period.until)
     keys = store.list_keys()
     names = {k.key_id: k.name for k in keys}
     traffic: dict[str, Counter[str]] = defaultdict(Counter)

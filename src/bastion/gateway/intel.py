@@ -236,8 +236,8 @@ def _clients_of(
     seen: dict[str, dict[str, float]] = {}
     if not keys:
         return seen
-    for e in store.iter_events():
-        if e.key_id not in keys or not since <= e.time <= until or not e.client:
+    for e in store.events_between(since, until):
+        if e.key_id not in keys or not e.client:
             continue
         try:
             address = ipaddress.ip_address(e.client)

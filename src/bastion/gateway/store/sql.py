@@ -356,6 +356,13 @@ class SqlStore:
             event_id=r.event_id,
         )
 
+    def events_between(self, since: float, until: float) -> list[AuditEvent]:
+        """Events with ``since <= time < until``, oldest first (by the time index: a period's report reads only
+        its period)."""
+        q = AUDIT.select().where(AUDIT.c.time >= since, AUDIT.c.time < until).order_by(AUDIT.c.event_id)
+        with self.engine.connect() as conn:
+            return [self._event(r) for r in conn.execute(q)]
+
     def iter_events(self, after_id: int = 0, batch: int = 1000) -> Iterator[AuditEvent]:
         for r in self._audit_rows(after_id, batch):
             yield self._event(r)
