@@ -47,6 +47,21 @@ def test_the_dashboard_shows_an_attack_and_resolves_it_in_a_browser(
     )
     gw = Gateway.from_config(cfg, monitors=True)
     try:
+        from tests.gateway.test_intel import _bundle, _indicator
+
+        from bastion.gateway.intel import import_bundle
+
+        listed = _indicator(pattern="[ipv4-addr:value = '203.0.113.0/24']")
+        identity = {
+            "type": "identity",
+            "spec_version": "2.1",
+            "id": "identity--6f0b6f3c-9d5e-4b1e-8a7e-3c2f1a0b9d11",
+            "created": "2026-12-01T00:00:00.000Z",
+            "modified": "2026-12-01T00:00:00.000Z",
+            "name": "Team Blue",
+        }
+        import_bundle(gw.store, _bundle(identity, {**listed, "created_by_ref": identity["id"]}))
+        gw.intel_watch.refresh()
         _, admin = gw.keys.create("ops", ["admin"])
         attacker, key = gw.keys.create("attacker", ["predict:labels"])
         with serve_in_background(gw) as url:
@@ -82,6 +97,10 @@ def test_the_dashboard_shows_an_attack_and_resolves_it_in_a_browser(
                     assert "requests (blue)" in page.inner_html("#chart")
                     assert attacker.key_id in page.inner_text("#perkey")
                     assert "answered" in page.inner_text("#audit") or "refused" in page.inner_text("#audit")
+                    # the imported bundle: who shared it, what it holds (no fingerprints, one client network)
+                    cells = [page.inner_text(f"#intel tr:nth-child(2) td:nth-child({c})") for c in (2, 4, 5)]
+                    assert cells == ["Team Blue", "0", "1"], cells
+                    assert "digits" in page.inner_text("#intelmodels")
                     shot = tmp_path / "dashboard.png"
                     page.screenshot(path=str(shot), full_page=True)
                     assert shot.stat().st_size > 20_000

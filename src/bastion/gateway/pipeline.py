@@ -376,13 +376,20 @@ class Gateway:
         self.clients.set_records(records, now)
 
     def intel_status(self) -> dict[str, Any]:
-        """What imported intelligence is in force: per model, indicators active, narrowed or dropped against the
-        model's clean data; and the listed client networks."""
+        """What imported intelligence is in force: each bundle (who shared it, when, how many indicators of each
+        kind); per model, fingerprint indicators active, narrowed or dropped against the model's clean data; and
+        the listed client networks."""
         per_model = {
             name: m.summary() for name, ms in self.monitors.items() for m in ms if isinstance(m, KnownInputsMonitor)
         }
-        bundles = sorted({r.bundle for r in self._intel})
-        return {"bundles": bundles, "models": per_model, "client_networks": len(self.clients)}
+        bundles: dict[str, dict[str, Any]] = {}
+        for r in self._intel:
+            b = bundles.setdefault(
+                r.bundle,
+                {"bundle": r.bundle, "source": r.source, "imported_at": r.imported_at, "input": 0, "client": 0},
+            )
+            b[r.kind] = int(b.get(r.kind, 0)) + 1
+        return {"bundles": list(bundles.values()), "models": per_model, "client_networks": len(self.clients)}
 
     # ---- encrypted inference (CKKS): the gateway computes on ciphertexts it cannot read
     def _encrypted_server(self, name: str) -> Any:
