@@ -134,22 +134,24 @@ def part_art(args: argparse.Namespace, data: object, xe: torch.Tensor, ye: torch
 
 
 def part_fast(args: argparse.Namespace, data: object, xe: torch.Tensor, ye: torch.Tensor) -> None:
-    """Bastion's best PGD-AT run (--epochs), then the single-step methods (fast-AT, N-FGSM) for the same epochs."""
+    """Bastion's best PGD-AT run (--epochs), then the single-step methods (fast-AT, N-FGSM) for --fast-epochs (default
+    the same epochs): the target gives them a third of PGD-AT's time, which may buy more epochs."""
     x, y = data.x_train[: args.n_train], data.y_train[: args.n_train]  # type: ignore[attr-defined]
     rows = []
     for method in args.methods.split(","):
         clf = fresh(data.spec)  # type: ignore[attr-defined]
         lr = args.fast_lr if method != "pgd-at" else None  # fresh weights: Wong et al.'s peak
+        epochs = args.epochs if method == "pgd-at" or args.fast_epochs is None else args.fast_epochs
         s = AdversarialTraining(
             method=method,  # type: ignore[arg-type]
             eps=EPS,
             steps=args.steps,
-            epochs=args.epochs,
+            epochs=epochs,
             lr=lr,
             schedule=args.schedule,  # PGD-AT's; fast-AT always uses its cyclic one
         )
         t0 = time.perf_counter()
-        res = adversarial_train(clf, x, y, s, progress=EpochPrinter(args.epochs))
+        res = adversarial_train(clf, x, y, s, progress=EpochPrinter(epochs))
         seconds = time.perf_counter() - t0
         rows.append((method, *judge(clf, xe, ye, args.aa_steps), seconds, res))
         if method == "pgd-at":
@@ -160,7 +162,10 @@ def part_fast(args: argparse.Namespace, data: object, xe: torch.Tensor, ye: torc
                 f"{c:.4f}, AutoAttack {r:.4f}; clean >= 0.85 and AutoAttack >= 0.75 within 45 min: {goal}",
                 flush=True,
             )
-    print(f"single-step methods vs PGD-AT, Linf {EPS}, {args.epochs} epochs, {x.shape[0]} training images")
+    single = args.fast_epochs if args.fast_epochs is not None else args.epochs
+    print(
+        f"single-step methods ({single} epochs) vs PGD-AT ({args.epochs} epochs), Linf {EPS}, {x.shape[0]} training images"
+    )
     print("| method | clean | AutoAttack robust | seconds | best epoch | catastrophic overfitting |")
     print("|---|---|---|---|---|---|")
     for method, clean, robust, seconds, res in rows:
@@ -393,6 +398,7 @@ def main() -> None:
     ap.add_argument("--n-train", type=int, default=60_000)
     ap.add_argument("--n-eval", type=int, default=1000, help="test images AutoAttack judges")
     ap.add_argument("--fast-lr", type=float, default=0.2, help="fast-AT's cyclic peak learning rate (fresh weights)")
+    ap.add_argument("--fast-epochs", type=int, default=None, help="--part fast: epochs of the single-step methods")
     ap.add_argument("--methods", default="pgd-at,fast-at,n-fgsm", help="--part fast: the methods, in order")
     ap.add_argument("--aa-steps", type=int, default=100, help="APGD iterations of AutoAttack")
     ap.add_argument("--dp-epochs", type=int, default=40)
