@@ -97,20 +97,17 @@ def import_(
 @intel_app.command("list")
 def list_(config: ConfigOpt = Path("gateway.yaml")) -> None:
     """The imported bundles: who shared each, when, and how many indicators of each kind."""
+    import time
+
     from bastion.gateway.admin import admin_session
+    from bastion.gateway.intel import bundle_summary
 
     with admin_session(config) as h:
         records = h.store.list_indicators()
-    rows: dict[str, dict[str, object]] = {}
-    for r in records:
-        row = rows.setdefault(r.bundle, {"source": r.source, "at": r.imported_at, "input": 0, "client": 0})
-        row[r.kind] = int(row.get(r.kind, 0)) + 1  # type: ignore[call-overload]
     table = Table("bundle", "source", "imported", "inputs", "clients")
-    import time
-
-    for b, row in rows.items():
-        at = time.strftime("%Y-%m-%d %H:%M", time.gmtime(float(row["at"])))  # type: ignore[arg-type]
-        table.add_row(b, escape(str(row["source"])), at, str(row["input"]), str(row["client"]))
+    for row in bundle_summary(records):
+        at = time.strftime("%Y-%m-%d %H:%M", time.gmtime(row["imported_at"]))
+        table.add_row(row["bundle"], escape(row["source"]), at, str(row["input"]), str(row["client"]))
     console.print(table)
 
 

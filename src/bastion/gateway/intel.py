@@ -413,6 +413,17 @@ def import_bundle(store: Any, data: bytes, *, max_bytes: int = MAX_BUNDLE_BYTES)
 # --- applying stored indicators -------------------------------------------------------------------------------------
 
 
+def bundle_summary(records: Iterable[IntelRecord]) -> list[dict[str, Any]]:
+    """One row per imported bundle: its id, who shared it, when it was imported, its indicators of each kind."""
+    bundles: dict[str, dict[str, Any]] = {}
+    for r in records:
+        b = bundles.setdefault(
+            r.bundle, {"bundle": r.bundle, "source": r.source, "imported_at": r.imported_at, "input": 0, "client": 0}
+        )
+        b[r.kind] = int(b.get(r.kind, 0)) + 1
+    return list(bundles.values())
+
+
 def known_inputs(records: Iterable[IntelRecord], now: float) -> list[KnownInput]:
     """The stored fingerprint indicators still valid at ``now``, for the ``known_inputs`` monitors."""
     out = []

@@ -43,7 +43,7 @@ from bastion.gateway.config import GatewayConfig, LevelPolicy
 from bastion.gateway.errors import GatewayError
 from bastion.gateway.group_commit import AuditWriter
 from bastion.gateway.incidents import IncidentManager
-from bastion.gateway.intel import ClientWatch, IntelWatch, carries_fingerprints, known_inputs
+from bastion.gateway.intel import ClientWatch, IntelWatch, bundle_summary, carries_fingerprints, known_inputs
 from bastion.gateway.metrics import GatewayMetrics
 from bastion.gateway.ratelimit import AuthFailureLimiter, RateLimiter
 from bastion.gateway.spool import Spool
@@ -382,14 +382,7 @@ class Gateway:
         per_model = {
             name: m.summary() for name, ms in self.monitors.items() for m in ms if isinstance(m, KnownInputsMonitor)
         }
-        bundles: dict[str, dict[str, Any]] = {}
-        for r in self._intel:
-            b = bundles.setdefault(
-                r.bundle,
-                {"bundle": r.bundle, "source": r.source, "imported_at": r.imported_at, "input": 0, "client": 0},
-            )
-            b[r.kind] = int(b.get(r.kind, 0)) + 1
-        return {"bundles": list(bundles.values()), "models": per_model, "client_networks": len(self.clients)}
+        return {"bundles": bundle_summary(self._intel), "models": per_model, "client_networks": len(self.clients)}
 
     # ---- encrypted inference (CKKS): the gateway computes on ciphertexts it cannot read
     def _encrypted_server(self, name: str) -> Any:

@@ -131,10 +131,18 @@ class KnownInputsMonitor:
         return dict(self._summary)
 
     def _nearest_clean(self, scheme: FingerprintScheme, signs: Tensor) -> Tensor:
+        """Per indicator, the distance to the nearest clean input. The clean inputs' fingerprints are made once per
+        scheme and kept packed (12,000 x 25 offsets x 32 bytes for 28 px images): every refresh after an import
+        only compares."""
+        cache = self.__dict__.setdefault("_clean_packed", {})
+        if scheme.key not in cache:
+            cache[scheme.key] = torch.cat(
+                [scheme.packed(self.clean[s : s + 1024], all_offsets=True) for s in range(0, self.clean.shape[0], 1024)]
+            )
+        packed = cache[scheme.key]
         nearest = torch.full((signs.shape[0],), scheme.bits, dtype=torch.int32)
-        for start in range(0, self.clean.shape[0], 1024):
-            chunk = scheme.signs(self.clean[start : start + 1024], all_offsets=True)
-            nearest = torch.minimum(nearest, distances(chunk, signs).amin(0))
+        for start in range(0, packed.shape[0], 1024):
+            nearest = torch.minimum(nearest, distances(unpack(packed[start : start + 1024]), signs).amin(0))
         return nearest
 
     # --- the stream ------------------------------------------------------------------------------------------------

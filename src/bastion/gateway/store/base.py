@@ -138,20 +138,6 @@ class IntelRecord:
     radius: int | None = None
     valid_until: float | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "ref": self.ref,
-            "bundle": self.bundle,
-            "source": self.source,
-            "kind": self.kind,
-            "value": self.value,
-            "atlas": self.atlas,
-            "imported_at": self.imported_at,
-            "scheme": self.scheme,
-            "radius": self.radius,
-            "valid_until": self.valid_until,
-        }
-
 
 class KeyStore(Protocol):
     def add_key(self, record: KeyRecord) -> None: ...
