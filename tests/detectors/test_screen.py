@@ -64,3 +64,39 @@ def test_the_fused_graph_gives_the_separate_calls_answers_in_one_onnxruntime_cal
     two = Ensemble([member, copy.deepcopy(member)])  # an ensemble is not fused: it keeps the separate calls
     assert not screen.compile_inference(two, threads=1)
     assert screen._fused is None  # a failed compile leaves no stale graph behind
+
+
+class _Pooled(torch.nn.Module):
+    """A rider ONNX cannot export (adaptive pooling to a size that does not divide 8)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.adaptive_avg_pool2d(x, 3).flatten(1)
+
+
+def test_riders_ride_in_the_one_graph_and_one_that_does_not_export_is_left_out(
+    digits: Dataset, digits_model: TrainedModel
+) -> None:
+    """Riders (the monitors' feature networks) come back from the same graph call with the model's answer, equal to
+    their own output; one that does not export keeps its own call and the rest still fuse; with no detectors at all
+    the riders alone are worth a graph."""
+    from bastion.defenses.ensemble import Ensemble
+    from bastion.monitors._distance import Projected
+
+    member = copy.deepcopy(digits_model.classifier)
+    model = Ensemble([member])
+    screen = Screen((Reconstruction(epochs=2).fit(digits.x_train),))
+    riders = {"projected": Projected(64, 16).eval(), "pooled": _Pooled().eval()}
+    assert screen.compile_inference(model, threads=1, riders=riders)
+    x = digits.x_test[:7]
+    out, det, got = screen.predict_with_riders(model, x)
+    assert set(got) == {"projected"}
+    assert torch.allclose(got["projected"], riders["projected"](x), atol=1e-5)
+    want, want_det = screen._predict_eager(model, x)
+    assert torch.allclose(out.probs, want.probs, atol=1e-5)
+    assert torch.allclose(det[0].scores, want_det[0].scores, atol=1e-4)
+    bare = Screen(())
+    assert bare.compile_inference(model, threads=1, riders={"projected": riders["projected"]})
+    out, det, got = bare.predict_with_riders(model, x)
+    assert det == () and torch.allclose(out.probs, want.probs, atol=1e-5)
+    assert torch.allclose(got["projected"], riders["projected"](x), atol=1e-5)
+    assert Screen(()).predict_with_riders(model, x)[2] == {}  # not compiled: the caller runs them itself

@@ -1,9 +1,13 @@
-"""A served model's input detectors run as one step: every detector's scores and flags for a batch of inputs."""
+"""A served model's input detectors run as one step: every detector's scores and flags for a batch of inputs.
+
+Compiled for a model, the step is one onnxruntime graph: the model, every detector, and any *riders* — other
+networks of the request path that read the same inputs (the monitors' features: the probing monitor's similarity
+encoder, the fingerprint and PRADA projections) — so a request pays one graph call, not one per network."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,8 +52,27 @@ class Screen:
         Equal (up to float rounding) to ``model.predict(x)`` and ``self(x)``; about one model call per request
         instead of three on the gateway's path. After :meth:`compile_inference` for ``model``, all of it is one
         onnxruntime call."""
+        out, detections, _ = self.predict_with_riders(model, x)
+        return out, detections
+
+    def compiled_for(self, model: Ensemble) -> bool:
+        """Whether :meth:`predict` runs as one compiled graph for ``model``."""
+        return self._fused is not None and self._fused.model is model
+
+    def predict_with_riders(
+        self, model: Ensemble, x: Tensor
+    ) -> tuple[EnsembleOutput, tuple[Detection, ...], dict[str, Tensor]]:
+        """As :meth:`predict`, and the outputs of the riders compiled in with the model (by name; see
+        :meth:`compile_inference`), from the same graph call. Empty when the graph is not compiled for ``model``:
+        the caller then runs the riders' own functions."""
         if self._fused is not None and self._fused.model is model:
             return self._predict_fused(model, x, self._fused)
+        out, detections = self._predict_eager(model, x)
+        return out, detections, {}
+
+    def _predict_eager(self, model: Ensemble, x: Tensor) -> tuple[EnsembleOutput, tuple[Detection, ...]]:
+        if not self.detectors:
+            return model.predict(x), ()
         n = int(x.shape[0])
         squeezing, tapped = self._riders(model)
         extra = [d.squeezed(x) for d in squeezing]
@@ -102,25 +125,38 @@ class Screen:
 
     def _predict_fused(
         self, model: Ensemble, x: Tensor, fused: _Compiled
-    ) -> tuple[EnsembleOutput, tuple[Detection, ...]]:
+    ) -> tuple[EnsembleOutput, tuple[Detection, ...], dict[str, Tensor]]:
         raise_if(tensor_problems(x, name="x", input_shape=model.spec.input_shape), "model input")
-        n, k = int(x.shape[0]), model.spec.num_classes
+        n, k, d = int(x.shape[0]), model.spec.num_classes, len(self.detectors)
         out = fused.graph(x)[0]
         queried = n * fused.batch_factor  # the model saw the input and its squeezed copies, as on the eager path
         model.queries += queried
         model.members[0].queries += queried
-        probs, scores = out[:, :k], out[:, k:].T  # (D, N): one row per detector
+        probs, scores = out[:, :k], out[:, k : k + d].T  # (D, N): one row per detector
         flagged = scores > fused.thresholds
         detections = tuple(Detection(d.name, scores[i], flagged[i], d.fpr) for i, d in enumerate(self.detectors))
-        return EnsembleOutput(probs, torch.zeros(n)), detections
+        riders, start = {}, k + d
+        for name, width in fused.riders:
+            riders[name] = out[:, start : start + width]
+            start += width
+        return EnsembleOutput(probs, torch.zeros(n)), detections, riders
 
-    def compile_inference(self, model: Ensemble, *, threads: int | None = None, atol: float = 1e-4) -> bool:
+    def compile_inference(
+        self,
+        model: Ensemble,
+        *,
+        threads: int | None = None,
+        atol: float = 1e-4,
+        riders: Mapping[str, nn.Module] | None = None,
+    ) -> bool:
         """Run :meth:`predict` for ``model`` as one onnxruntime graph: the model on the input and its squeezed
         copies, the features Mahalanobis reads, and every other detector's :meth:`~FittedThreshold.traceable_score`
         (measured on the gateway's path: about 0.9 ms a request in many small PyTorch calls and three onnxruntime
-        sessions, against one session). Only a single PyTorch model on the CPU qualifies. The graph is checked
-        against the eager path on examples; False (the eager path kept, the reason logged) when it does not export
-        or does not match."""
+        sessions, against one session). ``riders`` are more traceable modules from the inputs (N, *input_shape) to
+        features (N, F) that the same graph computes (:meth:`predict_with_riders` returns them). Only a single
+        PyTorch model on the CPU qualifies. The graph is checked against the eager path (and each rider against
+        itself) on examples; False (the eager path kept, the reason logged) when it does not export or does not
+        match."""
         from bastion._torch import eval_mode
         from bastion.models.runtime import compile_module, example_inputs
         from bastion.models.torch import TorchClassifier
@@ -129,22 +165,47 @@ class Screen:
         member = model.members[0]
         if len(model.members) != 1 or not isinstance(member, TorchClassifier) or member.device.type != "cpu":
             return False
-        fused = _Fused(self, model, member)
         example = example_inputs(model.spec.input_shape, model.spec.bounds)
+        # a rider that does not export on its own would stop the whole graph: it keeps its separate call instead
+        exporting = {}
+        for name, r in (riders or {}).items():
+            with eval_mode(r):
+                if compile_module(r, example, threads=threads, what=f"{name} features") is not None:
+                    exporting[name] = r
+        riders = exporting
+        with torch.no_grad():
+            want_riders = {}
+            for name, r in riders.items():
+                with eval_mode(r):
+                    want_riders[name] = [r(s).float() for s in (example, example[:1])]
+        if any(
+            w.dim() != 2 or w.shape[0] != s.shape[0]
+            for ws in want_riders.values()
+            for w, s in zip(ws, (example, example[:1]), strict=True)
+        ):
+            raise ConfigError("a screen rider must map inputs (N, *input_shape) to features (N, F)")
+        fused = _Fused(self, model, member, riders)
         with eval_mode(fused):
             graph = compile_module(fused, example, threads=threads, what="screen")
         if graph is None:
             return False
-        compiled = _Compiled(model, graph, fused.batch_factor, torch.tensor([[d.threshold_] for d in self.detectors]))
+        compiled = _Compiled(
+            model,
+            graph,
+            fused.batch_factor,
+            torch.tensor([[d.threshold_] for d in self.detectors]).reshape(-1, 1),
+            tuple((name, int(w[0].shape[1])) for name, w in want_riders.items()),
+        )
         queries = (model.queries, member.queries)
         try:
-            for sample in (example, example[:1]):
-                want, want_det = self.predict(model, sample)
-                got, got_det = self._predict_fused(model, sample, compiled)
+            for i, sample in enumerate((example, example[:1])):
+                want, want_det = self._predict_eager(model, sample)
+                got, got_det, got_riders = self._predict_fused(model, sample, compiled)
                 pairs = [(want.probs, got.probs)] + [
                     (a.scores, b.scores) for a, b in zip(want_det, got_det, strict=True)
                 ]
-                for what, (a, b) in zip(["probabilities", *self.names], pairs, strict=True):
+                pairs += [(want_riders[name][i], got_riders[name]) for name in riders]
+                for what, (a, b) in zip(["probabilities", *self.names, *riders], pairs, strict=True):
                     if a.shape != b.shape or not torch.allclose(a, b, atol=atol, rtol=1e-3):
                         log.warning("the screen stays on separate calls: the fused graph's %s differ", what)
                         return False
@@ -177,14 +238,16 @@ class _Compiled:
     graph: Any
     batch_factor: int
     thresholds: Tensor
+    riders: tuple[tuple[str, int], ...] = ()  # name and width of each rider's columns, after the detectors'
 
 
 class _Fused(nn.Module):
-    """:meth:`Screen.predict` for one PyTorch model as a traceable module: returns (N, K + D), the model's
-    probabilities on the inputs and then each detector's score, in the screen's order."""
+    """:meth:`Screen.predict` for one PyTorch model as a traceable module: returns (N, K + D + F), the model's
+    probabilities on the inputs, then each detector's score, in the screen's order, then the riders' features."""
 
-    def __init__(self, screen: Screen, model: Ensemble, member: Any) -> None:
+    def __init__(self, screen: Screen, model: Ensemble, member: Any, riders: Mapping[str, nn.Module]) -> None:
         super().__init__()
+        self.riders = nn.ModuleList(riders.values())
         self.module = member.module  # registered, so the export sees its parameters (and their memory format)
         self.parts = nn.ModuleList(  # the detectors' own networks (an autoencoder), likewise
             [v for d in screen.detectors for v in vars(d).values() if isinstance(v, nn.Module) and v is not self.module]
@@ -209,4 +272,5 @@ class _Fused(nn.Module):
         cols = self.screen._scores(
             self.squeezing, self.tapped, n, probs_all, extra, got, lambda d: d.traceable_score(x)
         )
-        return torch.cat([probs_all[:n], torch.stack(cols, 1)], 1)
+        parts = [probs_all[:n], *(c[:, None] for c in cols), *(r(x).float() for r in self.riders)]
+        return torch.cat(parts, 1)

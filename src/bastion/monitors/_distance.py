@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 _CACHE: dict[tuple[int, int, int], Tensor] = {}
 
@@ -34,6 +34,20 @@ def project(x: Tensor, out_dim: int) -> Tensor:
     return x if p is None else x @ p
 
 
+class Projected(nn.Module):
+    """:func:`project` of flattened inputs as a traceable module (for a compiled graph): (N, ...) -> (N, out_dim)."""
+
+    weight: Tensor
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        p = projection(in_dim, out_dim)
+        self.register_buffer("weight", torch.eye(in_dim) if p is None else p.clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.flatten(1).float() @ self.weight
+
+
 def pairwise(a: Tensor, b: Tensor, b_sq: Tensor | None = None) -> Tensor:
     """(n, m) distances between the rows of ``a`` (n, d) and ``b`` (m, d); ``b_sq`` may pass b's squared norms."""
     a_sq = (a * a).sum(1, keepdim=True)
@@ -51,10 +65,14 @@ def nearest(a: Tensor, b: Tensor, b_sq: Tensor, k: int, *, ignore_below: float =
     """
     a_sq = (a * a).sum(1, keepdim=True)
     score = torch.addmm(b_sq.unsqueeze(0), a, b.T, alpha=-2.0)
-    repeated = torch.zeros(a.shape[0], dtype=torch.bool)
-    if ignore_below > 0:
-        close = score < ignore_below * ignore_below - a_sq
-        repeated = close.any(1)
-        score.masked_fill_(close, float("inf"))
     s, idx = score.topk(k, dim=1, largest=False)
+    if ignore_below > 0:
+        # a row has an exact repeat iff its nearest candidate is one: only then mask the candidates and rank again
+        limit = ignore_below * ignore_below - a_sq
+        repeated = s[:, 0] < limit[:, 0]
+        if bool(repeated.any()):
+            score.masked_fill_(score < limit, float("inf"))
+            s, idx = score.topk(k, dim=1, largest=False)
+    else:
+        repeated = torch.zeros(a.shape[0], dtype=torch.bool)
     return (s + a_sq).clamp_min_(0.0).sqrt_(), idx, repeated

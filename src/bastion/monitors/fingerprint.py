@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from bastion.errors import InputValidationError
 
@@ -166,9 +166,14 @@ class FingerprintScheme:
     def packed(self, x: Tensor, *, all_offsets: bool = False) -> Tensor:
         """:meth:`signs` packed as :func:`pack` packs them, (N, bits / 8) or (N, S, bits / 8) uint8, in fewer steps
         (the request path's form: one matrix product, a threshold and numpy's ``packbits`` on a zero-copy view)."""
-        proj = self._project(x, all_offsets)
-        bits = (proj > 1e-5 * proj.abs().amax(-1, keepdim=True)).numpy()
-        return torch.from_numpy(np.packbits(bits, axis=-1))
+        return pack_projections(self._project(x, all_offsets))
+
+    def module(self) -> nn.Module | None:
+        """The centre crop's projections (before the sign; :func:`pack_projections` finishes them) as a traceable
+        module over inputs (N, *shape): the folded matrix and offset, for a compiled graph to include. None where
+        that matrix would be too large."""
+        fused = self._fused(False)
+        return None if fused is None else _Affine(*fused)
 
     def _project(self, x: Tensor, all_offsets: bool) -> Tensor:
         n = x.shape[0]
@@ -242,6 +247,26 @@ class FingerprintScheme:
         except ValueError:
             raise InputValidationError("a fingerprint must be hex digits") from None
         return value.lower()
+
+
+class _Affine(nn.Module):
+    weight: Tensor
+    bias: Tensor
+
+    def __init__(self, weight: Tensor, bias: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight.clone())
+        self.register_buffer("bias", bias.clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.addmm(self.bias, x.flatten(1).float(), self.weight)
+
+
+def pack_projections(proj: Tensor) -> Tensor:
+    """Packed fingerprints (..., bits / 8) uint8 from projections (..., bits): :func:`sign_of` then :func:`pack`, in
+    fewer steps (a threshold and numpy's ``packbits`` on a zero-copy view)."""
+    bits = (proj > 1e-5 * proj.abs().amax(-1, keepdim=True)).numpy()
+    return torch.from_numpy(np.packbits(bits, axis=-1))
 
 
 def sign_of(proj: Tensor) -> Tensor:

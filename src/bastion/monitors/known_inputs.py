@@ -23,11 +23,11 @@ from typing import Any
 
 import torch
 from pydantic import Field
-from torch import Tensor
+from torch import Tensor, nn
 
 from bastion.errors import InputValidationError
 from bastion.monitors.base import Alert, KeyStates, QueryEvent, Severity
-from bastion.monitors.fingerprint import FingerprintScheme, distances, from_hex, unpack
+from bastion.monitors.fingerprint import FingerprintScheme, distances, from_hex, pack_projections, unpack
 from bastion.monitors.registry import MONITORS, MonitorKind, MonitorSettings
 
 log = logging.getLogger(__name__)
@@ -165,6 +165,20 @@ class KnownInputsMonitor:
         if self._matches_own():
             return self.scheme.packed(inputs, all_offsets=True)
         return self.scheme.packed(inputs)[:, None, :]
+
+    def prepare_module(self, input_shape: tuple[int, ...]) -> nn.Module | None:
+        """The centre fingerprint's projections as a traceable module over inputs (N, *input_shape), for the
+        gateway's model graph (:meth:`finish_prepared` packs them); None without a scheme for this input space."""
+        if self.scheme is None or tuple(input_shape) != tuple(self.scheme.shape):
+            return None
+        return self.scheme.module()
+
+    def finish_prepared(self, raw: Tensor, inputs: Tensor) -> Tensor:
+        """What :meth:`prepare` returns, from the output of :meth:`prepare_module` (every crop offset is computed
+        here instead while indicators of this model's scheme are loaded)."""
+        if self.scheme is None or self._matches_own():
+            return self.prepare(inputs)
+        return pack_projections(raw)[:, None, :]
 
     def observe(self, event: QueryEvent) -> list[Alert]:
         if self.scheme is None:

@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 import torch
 from pydantic import Field
 from scipy.stats import shapiro
-from torch import Tensor
+from torch import Tensor, nn
 
 from bastion.errors import InputValidationError
-from bastion.monitors._distance import nearest, pairwise, project
+from bastion.monitors._distance import Projected, nearest, pairwise, project
 from bastion.monitors.base import Alert, KeyStates, QueryEvent, Severity
 from bastion.monitors.registry import MONITORS, MonitorKind, MonitorSettings
-from bastion.monitors.similarity import EncoderSettings, encoder_for
+from bastion.monitors.similarity import EncoderSettings, SimilarityEncoder, encoder_for
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,20 @@ class ExtractionMonitor:
         """Drop the key's history: the monitor re-arms for it."""
         self._keys.pop(key_id)
 
+    def prepare(self, inputs: Tensor) -> Tensor:
+        """The inputs in the monitor's projected space (for the gateway to compute off its event loop)."""
+        return project(inputs.flatten(1).float(), self.dim)
+
+    def prepare_module(self, input_shape: tuple[int, ...]) -> nn.Module:
+        """:meth:`prepare` as a traceable module over inputs (N, *input_shape), for the gateway's model graph."""
+        return Projected(math.prod(input_shape), self.dim)
+
+    @staticmethod
+    def finish_prepared(raw: Tensor, inputs: Tensor) -> Tensor:
+        """What :meth:`prepare` returns, from the output of :meth:`prepare_module`: the same."""
+        del inputs
+        return raw
+
     def natural_low(self, clean: Tensor, labels: Tensor, batch: int = 10) -> float:
         """The lowest W a key sending ``clean`` inputs (in order, ``batch`` a request) reaches: what natural traffic
         of this input space looks like to the test (1.0 when the inputs are too few to test)."""
@@ -113,7 +127,8 @@ class ExtractionMonitor:
         st = self._keys.get_or_create(event.key_id, _PradaState)
         n = int(event.inputs.shape[0])
         st.queries += n
-        self._feed(st, project(event.inputs.float(), self.dim), event.labels)
+        x = event.prepared.get(self.name)
+        self._feed(st, self.prepare(event.inputs) if x is None else x, event.labels)
         st.since_test += n
         if st.alerted or len(st.dists) < self.min_queries or st.since_test < self.test_every:
             return []
@@ -185,15 +200,22 @@ class _SharedIndex:
     next_cluster: int = 0
     clusters: dict[int, _Cluster] = field(default_factory=dict)
 
-    def put(self, key_id: str, x: Tensor, ids: Tensor) -> None:
+    def put(self, key_id: str, x: Tensor, ids: list[int]) -> None:
         """Write queries (the oldest entries overwritten first) with their cluster ids, keeping per-key counts."""
         size = self.buffer.shape[0]
         x, ids = x[-size:], ids[-size:]
-        idx = (self.head + torch.arange(x.shape[0])) % size
-        self.buffer[idx] = x
-        self.sq[idx] = (x * x).sum(1)
-        self.cluster[idx] = ids
-        for pos in idx.tolist():
+        positions = [(self.head + i) % size for i in range(x.shape[0])]
+        if len(positions) == 1:  # a request's one input: plain indexing, a third of the tensor operations
+            pos = positions[0]
+            self.buffer[pos] = x[0]
+            self.sq[pos] = x[0].dot(x[0])
+            self.cluster[pos] = ids[0]
+        else:
+            idx = torch.tensor(positions)
+            self.buffer[idx] = x
+            self.sq[idx] = (x * x).sum(1)
+            self.cluster[idx] = torch.tensor(ids)
+        for pos in positions:
             old = self.owner[pos]
             if old is not None:
                 self.sent[old] -= 1
@@ -280,6 +302,19 @@ class ProbingMonitor:
         """The monitor's features of ``inputs``, for the gateway to compute off its event loop (``observe`` reads
         them from ``event.prepared``): the similarity encoder's embedding is a network call."""
         return self.features(inputs)
+
+    def prepare_module(self, input_shape: tuple[int, ...]) -> nn.Module | None:
+        """:meth:`prepare` as a traceable module over inputs (N, *input_shape), for the gateway's model graph; None
+        for an ``embed`` that is not Bastion's similarity encoder."""
+        if self.embed is None:
+            return Projected(math.prod(input_shape), self.dim)
+        return self.embed.module() if isinstance(self.embed, SimilarityEncoder) else None
+
+    @staticmethod
+    def finish_prepared(raw: Tensor, inputs: Tensor) -> Tensor:
+        """What :meth:`prepare` returns, from the output of :meth:`prepare_module`: the same."""
+        del inputs
+        return raw
 
     @staticmethod
     def knn_mean(x: Tensor, ref: Tensor, k: int, *, exclude_self: bool = False) -> Tensor:
@@ -379,10 +414,10 @@ class ProbingMonitor:
         n = x.shape[0]
         first = sh.queries
         sh.queries += n
-        ids = torch.arange(sh.next_cluster, sh.next_cluster + n)  # a query that is no near-duplicate starts its own
+        ids = list(range(sh.next_cluster, sh.next_cluster + n))  # a query that is no near-duplicate starts its own
         sh.next_cluster += n
         touched: set[int] = set()
-        fresh = torch.ones(n, dtype=torch.bool)
+        fresh: Tensor | None = None  # all of them, until the index is full enough to tell
         if sh.filled >= self.k:
             # exact repeats are neither near-duplicates (they tell an attacker nothing new) nor kept (many copies of
             # one input would stand in for k distinct neighbours)
@@ -404,8 +439,12 @@ class ProbingMonitor:
                         c.keys.setdefault(owner, 1)  # it sent a query this one is a near-duplicate of
                 ids[r] = cid
                 touched.add(cid)
-        if bool(fresh.any()):
-            sh.put(key_id, x[fresh], ids[fresh])
+        if fresh is None:
+            sh.put(key_id, x, ids)
+        else:
+            keep = fresh.tolist()
+            if any(keep):
+                sh.put(key_id, x if all(keep) else x[fresh], [i for i, k in zip(ids, keep, strict=True) if k])
         sh.count(key_id, n)
         oldest = sh.queries - self.shared_history
         alerts: list[Alert] = []

@@ -171,6 +171,10 @@ class SimilarityEncoder:
         )
         return self._compiled is not None
 
+    def module(self) -> nn.Module:
+        """:meth:`embed` as a traceable module over inputs (N, *input_shape), for a compiled graph to include."""
+        return _Embedding(self.net).eval()
+
     @torch.no_grad()
     def embed(self, x: Tensor) -> Tensor:
         """(N, dim) unit vectors for inputs ``x``, flat (N, D) or shaped (N, *input_shape)."""

@@ -92,3 +92,30 @@ def test_prepared_features_give_the_same_alerts(name: str, digits_model: Trained
         ev = QueryEvent(e.key_id, e.model, e.time, e.inputs, e.probs, e.labels, e.detections, prepared)
         got += [(a.kind, a.key_id, a.message) for a in handed.observe(ev)]
     assert got == want
+
+
+@pytest.mark.parametrize("name", MONITORS.names())
+def test_a_prepare_module_makes_what_prepare_makes(name: str, digits_model: TrainedModel, digits: Dataset) -> None:
+    """A monitor's ``prepare_module`` (what the gateway compiles into the model's graph), finished by
+    ``finish_prepared``, gives what ``prepare`` gives on the same inputs, for batches of one and many."""
+    monitor = _build(name, digits_model, digits)
+    make = getattr(monitor, "prepare_module", None)
+    if make is None:
+        assert not hasattr(monitor, "finish_prepared")
+        return
+    assert callable(getattr(monitor, "prepare", None)), "prepare_module comes with prepare"
+    shape = digits_model.classifier.spec.input_shape
+    module = make(shape)
+    if module is None:
+        return
+    for x in (digits.x_test[:1], digits.x_test[:25]):
+        with torch.no_grad():
+            raw = module(x)
+        assert raw.dim() == 2 and raw.shape[0] == x.shape[0]
+        got = monitor.finish_prepared(raw, x.flatten(1))  # type: ignore[attr-defined]
+        want = monitor.prepare(x.flatten(1))  # type: ignore[attr-defined]
+        assert got.dtype == want.dtype and got.shape == want.shape
+        if got.dtype == torch.uint8:  # packed fingerprints: at most a bit in a thousand from rounding
+            assert float((got != want).float().mean()) <= 1e-3
+        else:
+            assert torch.allclose(got, want, atol=1e-5)
