@@ -1,6 +1,7 @@
 """Privacy-attacks benchmark (issue 11): anchors and Bastion side by side in one run.
 
-    python bench/privacy.py --part membership|membership-victims|extraction|inversion|all [--threads 2] [--references 64]
+    python bench/privacy.py --part membership|membership-victims|membership-variants|extraction|inversion|all
+        [--threads 2] [--references 64] [--victims 8]
 
 membership: the victim is an overfit Fashion-MNIST MLP (784-256-10, Adam lr 1e-3, batch 128, 60 epochs) trained by
       Bastion on 2,500 members drawn (seeded) from the first 5,000 training images; the other 2,500 are the
@@ -120,6 +121,108 @@ def membership_victims(args: argparse.Namespace) -> None:
     best01 = max(np.array(per[n])[:, 2].mean() for n in names)
     ok = best1 >= 0.20 and best01 >= 0.10
     print(f"\nbest mean over victims: TPR@1%FPR {best1:.3f}, TPR@0.1%FPR {best01:.3f} -> {'MET' if ok else 'NOT MET'}")
+
+
+def membership_variants(args: argparse.Namespace) -> None:
+    """Ways to get more out of the same 64 reference models, tried against LiRA online as registered (an
+    exploration toward the issue's TPR target, not an attack Bastion ships): query augmentation (Carlini et al.'s
+    shifted copies, summed log-likelihood ratios over views), the margin averaged over 8 noisy copies (sigma 0.03 and
+    0.1, the same noise for target and references) with and without the plain view, separate IN/OUT variances, the
+    rank average of LiRA and RMIA, and a diagonal Gaussian over all ten centred logits. Same references and victims
+    as ``membership-victims`` (seed 7; victims 2000 + v)."""
+    from bastion.attacks.inference import MEMBERSHIP_ATTACKS
+    from bastion.attacks.inference.lira import _side
+    from bastion.attacks.inference.membership import Signals
+    from bastion.attacks.inference.reference import train_references
+
+    data = load_dataset("fashion-mnist")
+    pool = 5000
+    x, y = data.x_train[:pool], data.y_train[:pool]
+    recipe = Recipe("tabular-mlp", dict(MLP), epochs=60, batch_size=128, lr=1e-3)
+    start = time.perf_counter()
+    refs = train_references(recipe, data.spec, x, y, balanced_keep(args.references, pool, make_generator(7)), seed=7)
+    keep = refs.keep
+    print(f"{args.references} reference models on the pool trained in {time.perf_counter() - start:.0f} s", flush=True)
+
+    def shifted(v: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+        h, w = v.shape[-2:]
+        return F.pad(v, (1, 1, 1, 1))[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+
+    def separate(t: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        mi, vi, _ = _side(r, keep)
+        mo, vo, _ = _side(r, ~keep)
+        vi, vo = vi.clamp_min(1e-6), vo.clamp_min(1e-6)
+        return -0.5 * ((t - mi) ** 2 / vi + vi.log()) + 0.5 * ((t - mo) ** 2 / vo + vo.log())
+
+    def online(t: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        return MEMBERSHIP_ATTACKS.get("lira-online").score(Signals(labels=y, target=t, references=r, keep=keep))
+
+    def rank(v: torch.Tensor) -> torch.Tensor:
+        return v.argsort().argsort().double()
+
+    views = [(0, 0), (0, 1), (0, -1), (1, 0), (-1, 0)]
+    g = make_generator(5)
+    noise = {s: [torch.randn(x.shape, generator=g) * s for _ in range(8)] for s in (0.03, 0.1)}
+    with torch.no_grad():
+        ref_views = [refs.logits(shifted(x, *v)).double() for v in views]
+        ref_noisy = {
+            s: torch.stack([logit_margin(refs.logits((x + n).clamp(0, 1)).double(), y) for n in ns]).mean(0)
+            for s, ns in noise.items()
+        }
+    per: dict[str, list[tuple[float, float]]] = {}
+    for v in range(args.victims):
+        perm = torch.randperm(pool, generator=make_generator(2000 + v))
+        member = torch.zeros(pool, dtype=torch.bool)
+        member[perm[: pool // 2]] = True
+        members = dataclasses.replace(data, x_train=x[member], y_train=y[member])
+        clf = train_model(members, architecture="tabular-mlp", arch_params=MLP, epochs=60, seed=2000 + v).classifier
+        with torch.no_grad():
+            t_views = [clf.predict_logits(shifted(x, *vv)).double() for vv in views]
+            t_noisy = {
+                s: torch.stack([logit_margin(clf.predict_logits((x + n).clamp(0, 1)).double(), y) for n in ns]).mean(0)
+                for s, ns in noise.items()
+            }
+        plain = online(t_views[0], ref_views[0])
+        rmia = MEMBERSHIP_ATTACKS.get("rmia-online").score(
+            Signals(labels=y, target=t_views[0], references=ref_views[0], keep=keep)
+        )
+        t_c = t_views[0] - t_views[0].logsumexp(1, keepdim=True)
+        r_c = ref_views[0] - ref_views[0].logsumexp(2, keepdim=True)
+        scores = {
+            "lira-online (as registered)": plain,
+            "+ 4 shifted views (1 px), summed": sum(online(t, r) for t, r in zip(t_views, ref_views, strict=True)),
+            "separate IN/OUT variances": separate(logit_margin(t_views[0], y), logit_margin(ref_views[0], y)),
+            "rank(lira-online) + rank(rmia-online)": rank(plain) + rank(rmia),
+            "all ten centred logits, diagonal Gaussian": sum(separate(t_c[:, c], r_c[..., c]) for c in range(10)),
+        }
+        for s in noise:
+            noisy = online_margin(t_noisy[s], ref_noisy[s], keep)
+            scores[f"margin averaged over 8 noisy copies, sigma {s}"] = noisy
+            scores[f"plain + noisy copies, sigma {s}"] = (
+                online_margin(logit_margin(t_views[0], y), logit_margin(ref_views[0], y), keep) + noisy
+            )
+        for name, sc in scores.items():
+            r = evaluate_scores(name, sc, member)
+            per.setdefault(name, []).append((r.tpr_at_1pct_fpr, r.tpr_at_01pct_fpr))
+        print(f"victim {v} done", flush=True)
+    print("\n| variant | TPR@1%FPR mean [min, max] | TPR@0.1%FPR mean [min, max] | victims |")
+    print("|---|---|---|---|")
+    for name, rows in per.items():
+        a = np.array(rows)
+        print(
+            f"| {name} | {a[:, 0].mean():.3f} [{a[:, 0].min():.3f}, {a[:, 0].max():.3f}] | "
+            f"{a[:, 1].mean():.3f} [{a[:, 1].min():.3f}, {a[:, 1].max():.3f}] | {len(a)} |"
+        )
+
+
+def online_margin(t: torch.Tensor, r: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """LiRA online on a margin already computed (N,) against (K, N), pooled per-candidate variance."""
+    from bastion.attacks.inference.lira import _side
+
+    mi, vi, _ = _side(r, keep)
+    mo, vo, _ = _side(r, ~keep)
+    var = ((vi + vo) / 2).clamp_min(1e-6)
+    return ((t - mo) ** 2 - (t - mi) ** 2) / (2 * var)
 
 
 def _row(name: str, r: Any, seconds: float, note: str = "") -> None:
@@ -590,7 +693,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
         "--part",
-        choices=["membership", "membership-victims", "extraction", "extraction-gateway", "inversion", "all"],
+        choices=[
+            "membership",
+            "membership-victims",
+            "membership-variants",
+            "extraction",
+            "extraction-gateway",
+            "inversion",
+            "all",
+        ],
         default="all",
     )
     ap.add_argument("--victims", type=int, default=8, help="membership-victims: victims with their own member split")
@@ -608,6 +719,8 @@ def main() -> None:
         membership(args)
     if args.part == "membership-victims":
         membership_victims(args)
+    if args.part == "membership-variants":
+        membership_variants(args)
     if args.part in ("extraction", "all"):
         extraction(args)
     if args.part == "extraction-gateway":  # only the gateway's release levels
