@@ -55,6 +55,13 @@ def pairwise(a: Tensor, b: Tensor, b_sq: Tensor | None = None) -> Tensor:
     return (a_sq - 2.0 * (a @ b.T) + bb.unsqueeze(0)).clamp_min_(0.0).sqrt_()
 
 
+def nearest_distance(a: Tensor, b: Tensor, b_sq: Tensor) -> Tensor:
+    """(n,) distance from each row of ``a`` to its nearest row of ``b``: ``pairwise(a, b, b_sq).min(1)`` with the
+    square root taken of the winners only."""
+    score = torch.addmm(b_sq.unsqueeze(0), a, b.T, alpha=-2.0).amin(1)
+    return (score + (a * a).sum(1)).clamp_min_(0.0).sqrt_()
+
+
 def nearest(a: Tensor, b: Tensor, b_sq: Tensor, k: int, *, ignore_below: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
     """The ``k`` smallest distances from each row of ``a`` to the rows of ``b`` and their indices, (n, k) each, and
     per row of ``a`` whether some row of ``b`` lies closer than ``ignore_below`` (an exact repeat; such rows are
