@@ -451,14 +451,19 @@ class ProbingMonitor:
         sh.count(key_id, n)
         oldest = sh.queries - self.shared_history
         alerts: list[Alert] = []
+        totals: dict[str, int] | None = None
         for cid in touched:
             cl = sh.clusters.get(cid)
             if cl is None:
                 continue  # merged into another cluster by a later row of this batch
             while cl.hits and cl.hits[0] < oldest:
                 cl.hits.pop(0)
-            named = [k for k, v in cl.keys.items() if self._in_attack(sh, k, v)]
-            if len(cl.hits) < self.hits or len(named) < 2:
+            if len(cl.hits) < self.hits:
+                continue
+            if totals is None:
+                totals = self._attack_totals(sh, oldest)
+            named = [k for k in cl.keys if self._in_attack(sh, k, totals.get(k, 0))]
+            if len(named) < 2:
                 continue
             for k in named:
                 own = self._keys.get(k)
@@ -481,6 +486,18 @@ class ProbingMonitor:
             for cid in [cid for cid, c in sh.clusters.items() if not c.hits or c.hits[-1] < oldest]:
                 del sh.clusters[cid]
         return alerts
+
+    def _attack_totals(self, sh: _SharedIndex, oldest: int) -> dict[str, int]:
+        """Per key, its near-duplicates over every cluster with ``hits`` hits since query ``oldest``: an attack on several inputs at
+        once (Square on a batch of images, round-robin over keys) builds one cluster per input, each holding only a
+        share of each key's queries, and what names a key is the share of its traffic that is attack, whichever
+        input it went to."""
+        totals: dict[str, int] = {}
+        for c in sh.clusters.values():
+            if sum(h >= oldest for h in c.hits) >= self.hits:
+                for k, v in c.keys.items():
+                    totals[k] = totals.get(k, 0) + v
+        return totals
 
     def _in_attack(self, sh: _SharedIndex, key_id: str, near_duplicates: int) -> bool:
         """A key takes part in a cluster when it sent ``shared_min_hits`` of its near-duplicates and they are at
