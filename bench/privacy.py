@@ -82,24 +82,13 @@ def membership_victims(args: argparse.Namespace) -> None:
     and range."""
     from bastion.attacks.inference import MEMBERSHIP_ATTACKS
     from bastion.attacks.inference.membership import Signals
-    from bastion.attacks.inference.reference import train_references
 
-    data = load_dataset("fashion-mnist")
-    pool = 5000
-    x, y = data.x_train[:pool], data.y_train[:pool]
-    recipe = Recipe("tabular-mlp", dict(MLP), epochs=60, batch_size=128, lr=1e-3)
-    start = time.perf_counter()
-    refs = train_references(recipe, data.spec, x, y, balanced_keep(args.references, pool, make_generator(7)), seed=7)
+    data, x, y, refs = _pool_references(args.references)
     ref_logits = refs.logits(x).double()
-    print(f"{args.references} reference models on the pool trained in {time.perf_counter() - start:.0f} s", flush=True)
     names = [n for n in MEMBERSHIP_ATTACKS.names() if n != "loss"] + ["loss"]
     per: dict[str, list[tuple[float, float, float]]] = {n: [] for n in names}
     for v in range(args.victims):
-        perm = torch.randperm(pool, generator=make_generator(2000 + v))
-        member = torch.zeros(pool, dtype=torch.bool)
-        member[perm[: pool // 2]] = True
-        members = dataclasses.replace(data, x_train=x[member], y_train=y[member])
-        victim = train_model(members, architecture="tabular-mlp", arch_params=MLP, epochs=60, seed=2000 + v)
+        victim, member = _pool_victim(data, x, y, v)
         with torch.no_grad():
             target = victim.classifier.predict_logits(x).double()
         signals = Signals(labels=y, target=target, references=ref_logits, keep=refs.keep)
@@ -131,18 +120,11 @@ def membership_variants(args: argparse.Namespace) -> None:
     rank average of LiRA and RMIA, and a diagonal Gaussian over all ten centred logits. Same references and victims
     as ``membership-victims`` (seed 7; victims 2000 + v)."""
     from bastion.attacks.inference import MEMBERSHIP_ATTACKS
-    from bastion.attacks.inference.lira import _side
+    from bastion.attacks.inference.lira import _side, likelihood_ratio
     from bastion.attacks.inference.membership import Signals
-    from bastion.attacks.inference.reference import train_references
 
-    data = load_dataset("fashion-mnist")
-    pool = 5000
-    x, y = data.x_train[:pool], data.y_train[:pool]
-    recipe = Recipe("tabular-mlp", dict(MLP), epochs=60, batch_size=128, lr=1e-3)
-    start = time.perf_counter()
-    refs = train_references(recipe, data.spec, x, y, balanced_keep(args.references, pool, make_generator(7)), seed=7)
+    data, x, y, refs = _pool_references(args.references)
     keep = refs.keep
-    print(f"{args.references} reference models on the pool trained in {time.perf_counter() - start:.0f} s", flush=True)
 
     def shifted(v: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
         h, w = v.shape[-2:]
@@ -171,11 +153,8 @@ def membership_variants(args: argparse.Namespace) -> None:
         }
     per: dict[str, list[tuple[float, float]]] = {}
     for v in range(args.victims):
-        perm = torch.randperm(pool, generator=make_generator(2000 + v))
-        member = torch.zeros(pool, dtype=torch.bool)
-        member[perm[: pool // 2]] = True
-        members = dataclasses.replace(data, x_train=x[member], y_train=y[member])
-        clf = train_model(members, architecture="tabular-mlp", arch_params=MLP, epochs=60, seed=2000 + v).classifier
+        victim, member = _pool_victim(data, x, y, v)
+        clf = victim.classifier
         with torch.no_grad():
             t_views = [clf.predict_logits(shifted(x, *vv)).double() for vv in views]
             t_noisy = {
@@ -196,10 +175,10 @@ def membership_variants(args: argparse.Namespace) -> None:
             "all ten centred logits, diagonal Gaussian": sum(separate(t_c[:, c], r_c[..., c]) for c in range(10)),
         }
         for s in noise:
-            noisy = online_margin(t_noisy[s], ref_noisy[s], keep)
+            noisy = likelihood_ratio(t_noisy[s], ref_noisy[s], keep)
             scores[f"margin averaged over 8 noisy copies, sigma {s}"] = noisy
             scores[f"plain + noisy copies, sigma {s}"] = (
-                online_margin(logit_margin(t_views[0], y), logit_margin(ref_views[0], y), keep) + noisy
+                likelihood_ratio(logit_margin(t_views[0], y), logit_margin(ref_views[0], y), keep) + noisy
             )
         for name, sc in scores.items():
             r = evaluate_scores(name, sc, member)
@@ -215,14 +194,29 @@ def membership_variants(args: argparse.Namespace) -> None:
         )
 
 
-def online_margin(t: torch.Tensor, r: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """LiRA online on a margin already computed (N,) against (K, N), pooled per-candidate variance."""
-    from bastion.attacks.inference.lira import _side
+def _pool_references(models: int) -> tuple[Any, torch.Tensor, torch.Tensor, Any]:
+    """The membership pool (the first 5,000 Fashion-MNIST training images) and ``models`` reference models of the
+    victims' recipe trained on random halves of it (seed 7), with their training time printed."""
+    from bastion.attacks.inference.reference import train_references
 
-    mi, vi, _ = _side(r, keep)
-    mo, vo, _ = _side(r, ~keep)
-    var = ((vi + vo) / 2).clamp_min(1e-6)
-    return ((t - mo) ** 2 - (t - mi) ** 2) / (2 * var)
+    data = load_dataset("fashion-mnist")
+    pool = 5000
+    x, y = data.x_train[:pool], data.y_train[:pool]
+    recipe = Recipe("tabular-mlp", dict(MLP), epochs=60, batch_size=128, lr=1e-3)
+    start = time.perf_counter()
+    refs = train_references(recipe, data.spec, x, y, balanced_keep(models, pool, make_generator(7)), seed=7)
+    print(f"{models} reference models on the pool trained in {time.perf_counter() - start:.0f} s", flush=True)
+    return data, x, y, refs
+
+
+def _pool_victim(data: Any, x: torch.Tensor, y: torch.Tensor, v: int) -> tuple[Any, torch.Tensor]:
+    """Victim ``v``: the issue's MLP trained on its own random half of the pool (seed 2000 + v), and that half."""
+    pool = x.shape[0]
+    perm = torch.randperm(pool, generator=make_generator(2000 + v))
+    member = torch.zeros(pool, dtype=torch.bool)
+    member[perm[: pool // 2]] = True
+    members = dataclasses.replace(data, x_train=x[member], y_train=y[member])
+    return train_model(members, architecture="tabular-mlp", arch_params=MLP, epochs=60, seed=2000 + v), member
 
 
 def _row(name: str, r: Any, seconds: float, note: str = "") -> None:

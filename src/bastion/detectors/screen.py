@@ -166,13 +166,7 @@ class Screen:
         if len(model.members) != 1 or not isinstance(member, TorchClassifier) or member.device.type != "cpu":
             return False
         example = example_inputs(model.spec.input_shape, model.spec.bounds)
-        # a rider that does not export on its own would stop the whole graph: it keeps its separate call instead
-        exporting = {}
-        for name, r in (riders or {}).items():
-            with eval_mode(r):
-                if compile_module(r, example, threads=threads, what=f"{name} features") is not None:
-                    exporting[name] = r
-        riders = exporting
+        riders = dict(riders or {})
         with torch.no_grad():
             want_riders = {}
             for name, r in riders.items():
@@ -184,15 +178,23 @@ class Screen:
             for w, s in zip(ws, (example, example[:1]), strict=True)
         ):
             raise ConfigError("a screen rider must map inputs (N, *input_shape) to features (N, F)")
-        fused = _Fused(self, model, member, riders)
-        with eval_mode(fused):
-            graph = compile_module(fused, example, threads=threads, what="screen")
+        graph, factor = self._export(model, member, example, riders, threads)
+        if graph is None and riders:  # a rider that does not export keeps its own call; the rest still fuse
+            exporting = {}
+            for name, r in riders.items():
+                with eval_mode(r):
+                    if compile_module(r, example, threads=threads, what=f"{name} features") is not None:
+                        exporting[name] = r
+            if len(exporting) < len(riders):
+                riders = exporting
+                want_riders = {name: want_riders[name] for name in riders}
+                graph, factor = self._export(model, member, example, riders, threads)
         if graph is None:
             return False
         compiled = _Compiled(
             model,
             graph,
-            fused.batch_factor,
+            factor,
             torch.tensor([[d.threshold_] for d in self.detectors]).reshape(-1, 1),
             tuple((name, int(w[0].shape[1])) for name, w in want_riders.items()),
         )
@@ -213,6 +215,18 @@ class Screen:
             model.queries, member.queries = queries
         object.__setattr__(self, "_fused", compiled)
         return True
+
+    def _export(
+        self, model: Ensemble, member: Any, example: Tensor, riders: Mapping[str, nn.Module], threads: int | None
+    ) -> tuple[Any, int]:
+        """The fused graph of ``model``, this screen and ``riders`` in onnxruntime, or None (logged), and how many
+        model inputs one input makes."""
+        from bastion._torch import eval_mode
+        from bastion.models.runtime import compile_module
+
+        fused = _Fused(self, model, member, riders)
+        with eval_mode(fused):
+            return compile_module(fused, example, threads=threads, what="screen"), fused.batch_factor
 
     @staticmethod
     def flagged(detections: Sequence[Detection]) -> Tensor:

@@ -910,13 +910,14 @@ class Gateway:
             x = xs[0] if len(xs) == 1 else torch.cat(xs)
             out, detections, riders = screen.predict_with_riders(model, x)
             prepared = {}
+            flat = x.flatten(1)
             for m in self.monitors.get(name, []):
                 prepare = getattr(m, "prepare", None)
-                if callable(prepare):  # from the screen's graph where it computed them
-                    raw = riders.get(m.name)
-                    finish = getattr(m, "finish_prepared", None)
-                    flat = x.flatten(1)
-                    prepared[m.name] = prepare(flat) if raw is None or finish is None else finish(raw, flat)
+                if not callable(prepare):
+                    continue
+                raw = riders.get(m.name)  # from the screen's graph where it computed them
+                finish = getattr(m, "finish_prepared", None)
+                prepared[m.name] = prepare(flat) if raw is None else raw if finish is None else finish(raw, flat)
             whole = NumericResult(out, tuple(detections), prepared)
             start = 0
             for i, xi in zip(idx, xs, strict=True):

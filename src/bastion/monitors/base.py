@@ -111,8 +111,8 @@ class Monitor(Protocol):
     # requests, and hands the result to ``observe`` as ``event.prepared[name]``; ``observe`` must compute the same
     # thing itself when it is absent. With ``prepare`` a monitor may also offer ``prepare_module(input_shape) ->
     # nn.Module | None``, the same features as a traceable module over inputs (N, *input_shape) -> (N, F) that the
-    # gateway compiles into the model's graph, and ``finish_prepared(raw, inputs) -> Tensor``, which turns that
-    # module's output into what ``prepare`` returns.
+    # gateway compiles into the model's graph, and, where that output is not already what ``prepare`` returns,
+    # ``finish_prepared(raw, inputs) -> Tensor``, which turns it into that.
 
     def forget(self, key_id: str) -> None:
         """Drop everything kept about ``key_id``: after its level decays or is reset (so the monitor re-arms and a

@@ -107,12 +107,6 @@ class ExtractionMonitor:
         """:meth:`prepare` as a traceable module over inputs (N, *input_shape), for the gateway's model graph."""
         return Projected(math.prod(input_shape), self.dim)
 
-    @staticmethod
-    def finish_prepared(raw: Tensor, inputs: Tensor) -> Tensor:
-        """What :meth:`prepare` returns, from the output of :meth:`prepare_module`: the same."""
-        del inputs
-        return raw
-
     def natural_low(self, clean: Tensor, labels: Tensor, batch: int = 10) -> float:
         """The lowest W a key sending ``clean`` inputs (in order, ``batch`` a request) reaches: what natural traffic
         of this input space looks like to the test (1.0 when the inputs are too few to test)."""
@@ -176,6 +170,15 @@ class _Cluster:
     hits: list[int] = field(default_factory=list)  # service query numbers of its hits, oldest first
     keys: dict[str, int] = field(default_factory=dict)  # key -> near-duplicates of the cluster it sent
     alerted: set[str] = field(default_factory=set)
+
+    def recent(self, oldest: int) -> int:
+        """Drop the hits before service query ``oldest`` (hits are kept in order) and count those left."""
+        drop = 0
+        while drop < len(self.hits) and self.hits[drop] < oldest:
+            drop += 1
+        if drop:
+            del self.hits[:drop]
+        return len(self.hits)
 
     def absorb(self, other: _Cluster) -> None:
         self.hits = sorted(self.hits + other.hits)
@@ -314,12 +317,6 @@ class ProbingMonitor:
         return self.embed.module() if isinstance(self.embed, SimilarityEncoder) else None
 
     @staticmethod
-    def finish_prepared(raw: Tensor, inputs: Tensor) -> Tensor:
-        """What :meth:`prepare` returns, from the output of :meth:`prepare_module`: the same."""
-        del inputs
-        return raw
-
-    @staticmethod
     def knn_mean(x: Tensor, ref: Tensor, k: int, *, exclude_self: bool = False) -> Tensor:
         d = pairwise(x, ref)
         if exclude_self:
@@ -456,9 +453,7 @@ class ProbingMonitor:
             cl = sh.clusters.get(cid)
             if cl is None:
                 continue  # merged into another cluster by a later row of this batch
-            while cl.hits and cl.hits[0] < oldest:
-                cl.hits.pop(0)
-            if len(cl.hits) < self.hits:
+            if cl.recent(oldest) < self.hits:
                 continue
             if totals is None:
                 totals = self._attack_totals(sh, oldest)
@@ -488,13 +483,13 @@ class ProbingMonitor:
         return alerts
 
     def _attack_totals(self, sh: _SharedIndex, oldest: int) -> dict[str, int]:
-        """Per key, its near-duplicates over every cluster with ``hits`` hits since query ``oldest``: an attack on several inputs at
-        once (Square on a batch of images, round-robin over keys) builds one cluster per input, each holding only a
-        share of each key's queries, and what names a key is the share of its traffic that is attack, whichever
-        input it went to."""
+        """Per key, its near-duplicates over every cluster with ``hits`` hits since query ``oldest``: an attack on
+        several inputs at once (Square on a batch of images, round-robin over keys) builds one cluster per input,
+        each holding only a share of each key's queries, and what names a key is the share of its traffic that is
+        attack, whichever input it went to."""
         totals: dict[str, int] = {}
         for c in sh.clusters.values():
-            if sum(h >= oldest for h in c.hits) >= self.hits:
+            if c.recent(oldest) >= self.hits:
                 for k, v in c.keys.items():
                     totals[k] = totals.get(k, 0) + v
         return totals

@@ -41,7 +41,12 @@ def _signals(s: Signals) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def lira_online(s: Signals) -> Tensor:
-    target, refs, keep = _signals(s)
+    return likelihood_ratio(*_signals(s))
+
+
+def likelihood_ratio(target: Tensor, refs: Tensor, keep: Tensor) -> Tensor:
+    """LiRA online's score from any per-candidate statistic: the target's (N,) against the reference models' (K, N),
+    ``keep`` (K, N) saying which models trained on which candidate."""
     mu_in, var_in, n_in = _side(refs, keep)
     mu_out, var_out, n_out = _side(refs, ~keep)
     if min(n_in, n_out) >= PER_CANDIDATE_FROM:
